@@ -1,0 +1,279 @@
+"""The consensus state as a key/value map, with typed accessors (SPEC §2, §3.2, §7, §9).
+
+Keys (all bytes):
+
+- ``a`` + address(32)                          -> ``[balance, nonce]``
+- ``e`` + escrow_id(32)                        -> ``EscrowState``
+- ``r`` + escrow_id + seqno(u64) + index(u16)  -> ``height`` of the redeeming block
+- ``f`` + t_refund(u64) + escrow_id            -> ``b""`` (escrows refunded at that height)
+- ``v`` + height(u64)                          -> the ``vdf`` field of the block at height
+- ``burned``, ``issued``                       -> totals in units
+
+``Overlay`` records writes over a base view and, for each key first touched, its old
+value: that map *is* the undo record of a block (``None`` = key was absent).
+"""
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from consensus.encoding import expect_int, expect_list, packb, unpackb_canonical
+from consensus.escrow import EscrowState
+from consensus.hashing import tagged_hash
+
+_ACCOUNT, _ESCROW, _REDEEMED, _REFUND, _VDF = b"a", b"e", b"r", b"f", b"v"
+_BURNED, _ISSUED = b"burned", b"issued"
+
+
+class StateView(Protocol):
+    """Read/write access to consensus state; iteration is in key order."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes) -> None: ...
+    def delete(self, key: bytes) -> None: ...
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class MemoryState:
+    """A dict-backed ``StateView`` (tests, tools)."""
+
+    def __init__(self, items: dict[bytes, bytes] | None = None) -> None:
+        self.items: dict[bytes, bytes] = dict(items or {})
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.items.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.items[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self.items.pop(key, None)
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self.items if k.startswith(prefix)):
+            yield key, self.items[key]
+
+
+class Overlay:
+    """Pending writes over ``base``; ``undo`` maps each touched key to its base value."""
+
+    def __init__(self, base: StateView) -> None:
+        self.base = base
+        self.writes: dict[bytes, bytes | None] = {}
+        self.undo: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self.base.get(key)
+
+    def _touch(self, key: bytes) -> None:
+        if key not in self.undo:
+            self.undo[key] = self.base.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._touch(key)
+        self.writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._touch(key)
+        self.writes[key] = None
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        merged = dict(self.base.iter_prefix(prefix))
+        for key, value in self.writes.items():
+            if key.startswith(prefix):
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+        for key in sorted(merged):
+            yield key, merged[key]
+
+    def child(self) -> "Overlay":
+        """A nested overlay whose writes can be merged back with ``commit``."""
+        return Overlay(self)
+
+    def commit(self) -> None:
+        """Apply this overlay's writes to its base (which must be writable)."""
+        for key, value in self.writes.items():
+            if value is None:
+                self.base.delete(key)
+            else:
+                self.base.put(key, value)
+        self.writes.clear()
+        self.undo.clear()
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """Net writes (``None`` = delete), only keys whose value really changed."""
+        return {k: v for k, v in self.writes.items() if self.undo.get(k) != v}
+
+    def undo_record(self) -> dict[bytes, bytes | None]:
+        """Old values of the keys in ``changes()``: writing them back undoes the block."""
+        return {k: self.undo[k] for k in self.changes()}
+
+
+def encode_undo(undo: dict[bytes, bytes | None]) -> bytes:
+    """Serialise an undo record as ``[[key, old_value_or_nil], ...]`` in key order."""
+    return packb([[k, undo[k]] for k in sorted(undo)])
+
+
+def decode_undo(data: bytes) -> dict[bytes, bytes | None]:
+    """Inverse of ``encode_undo``; raises ``DecodeError``."""
+    return {k: v for k, v in expect_list(unpackb_canonical(data))}
+
+
+# ---- accounts --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Account:
+    """``{balance, nonce}`` (SPEC §2); an unknown address is ``Account(0, 0)``."""
+
+    balance: int  # units
+    nonce: int    # next expected TRANSFER/ESCROW_CREATE nonce
+
+
+def get_account(view: StateView, address: bytes) -> Account:
+    """The account of ``address`` (zero if never credited)."""
+    raw = view.get(_ACCOUNT + address)
+    if raw is None:
+        return Account(0, 0)
+    balance, nonce = expect_list(unpackb_canonical(raw), 2)
+    return Account(expect_int(balance), expect_int(nonce))
+
+
+def put_account(view: StateView, address: bytes, account: Account) -> None:
+    """Store ``account``; an all-zero account is deleted so state never depends on history."""
+    if account.balance == 0 and account.nonce == 0:
+        view.delete(_ACCOUNT + address)
+    else:
+        view.put(_ACCOUNT + address, packb([account.balance, account.nonce]))
+
+
+def credit(view: StateView, address: bytes, amount: int) -> None:
+    """Add ``amount`` units to ``address``."""
+    acct = get_account(view, address)
+    put_account(view, address, Account(acct.balance + amount, acct.nonce))
+
+
+def iter_accounts(view: StateView) -> Iterator[tuple[bytes, Account]]:
+    """Every account in address order."""
+    for key, _ in view.iter_prefix(_ACCOUNT):
+        yield key[1:], get_account(view, key[1:])
+
+
+# ---- escrows ---------------------------------------------------------------------------
+
+def get_escrow(view: StateView, escrow_id: bytes) -> EscrowState | None:
+    """The escrow ``escrow_id`` or ``None``."""
+    raw = view.get(_ESCROW + escrow_id)
+    return None if raw is None else EscrowState.decode(raw)
+
+
+def put_escrow(view: StateView, escrow_id: bytes, escrow: EscrowState) -> None:
+    """Store an escrow's state."""
+    view.put(_ESCROW + escrow_id, escrow.encode())
+
+
+def iter_escrows(view: StateView) -> Iterator[tuple[bytes, EscrowState]]:
+    """Every live escrow in id order."""
+    for key, raw in view.iter_prefix(_ESCROW):
+        yield key[1:], EscrowState.decode(raw)
+
+
+def add_refund_entry(view: StateView, t_refund: int, escrow_id: bytes) -> None:
+    """Index ``escrow_id`` under the height that refunds it."""
+    view.put(_REFUND + t_refund.to_bytes(8, "big") + escrow_id, b"")
+
+
+def get_refunds_at(view: StateView, height: int) -> list[bytes]:
+    """Ids of escrows with ``t_refund == height``, in id order."""
+    prefix = _REFUND + height.to_bytes(8, "big")
+    return [key[len(prefix):] for key, _ in view.iter_prefix(prefix)]
+
+
+def delete_escrow(view: StateView, escrow_id: bytes) -> None:
+    """Remove an escrow, its refund index entry and all its redeemed records (SPEC §9)."""
+    escrow = get_escrow(view, escrow_id)
+    if escrow is not None:
+        view.delete(_REFUND + escrow.t_refund.to_bytes(8, "big") + escrow_id)
+    view.delete(_ESCROW + escrow_id)
+    for key, _ in list(view.iter_prefix(_REDEEMED + escrow_id)):
+        view.delete(key)
+
+
+# ---- redeemed records ------------------------------------------------------------------
+
+def get_redeemed_indices(view: StateView, escrow_id: bytes, seqno: int) -> set[int]:
+    """Merchant indices that already redeemed ``(escrow_id, seqno)``."""
+    prefix = _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
+    return {int.from_bytes(key[len(prefix):], "big") for key, _ in view.iter_prefix(prefix)}
+
+
+def put_redeemed(view: StateView, escrow_id: bytes, seqno: int, merchant_index: int,
+                 height: int) -> None:
+    """Record that ``merchant_index`` redeemed ``(escrow_id, seqno)`` at ``height``."""
+    key = _REDEEMED + escrow_id + seqno.to_bytes(8, "big") + merchant_index.to_bytes(2, "big")
+    view.put(key, packb(height))
+
+
+def iter_redeemed(view: StateView, escrow_id: bytes) -> list[tuple[int, int, int]]:
+    """``[(seqno, merchant_index, height), ...]`` for ``escrow_id`` in seqno order."""
+    prefix = _REDEEMED + escrow_id
+    out = []
+    for key, raw in view.iter_prefix(prefix):
+        rest = key[len(prefix):]
+        out.append((int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:10], "big"),
+                    expect_int(unpackb_canonical(raw))))
+    return out
+
+
+# ---- per-block VDF values and totals ---------------------------------------------------
+
+def put_block_vdf(view: StateView, height: int, vdf: bytes) -> None:
+    """Remember the ``vdf`` field of the block at ``height`` (= vdf of block height-1)."""
+    view.put(_VDF + height.to_bytes(8, "big"), vdf)
+
+
+def get_block_vdf(view: StateView, height: int) -> bytes | None:
+    """The ``vdf`` field of the block at ``height`` on this chain, if connected."""
+    return view.get(_VDF + height.to_bytes(8, "big"))
+
+
+def _get_total(view: StateView, key: bytes) -> int:
+    raw = view.get(key)
+    return 0 if raw is None else expect_int(unpackb_canonical(raw))
+
+
+def get_burned(view: StateView) -> int:
+    """Units burned by broken escrows (SPEC §8)."""
+    return _get_total(view, _BURNED)
+
+
+def add_burned(view: StateView, amount: int) -> None:
+    """Add to the burned total."""
+    view.put(_BURNED, packb(get_burned(view) + amount))
+
+
+def get_issued(view: StateView) -> int:
+    """Units ever created: premine plus every block's minted amount (SPEC §10 invariant)."""
+    return _get_total(view, _ISSUED)
+
+
+def add_issued(view: StateView, amount: int) -> None:
+    """Add newly minted units to the issued total."""
+    view.put(_ISSUED, packb(get_issued(view) + amount))
+
+
+def compute_state_hash(view: StateView) -> bytes:
+    """``H(b"state", ...)`` over every key/value of the state in key order (SPEC §12)."""
+    parts = []
+    for key, value in view.iter_prefix(b""):
+        parts.append(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+    return tagged_hash(b"state", b"".join(parts))
+
+
+def compute_money_total(view: StateView) -> int:
+    """``sum(accounts) + sum(escrow + penalty balances) + burned`` — equals ``get_issued``."""
+    total = sum(acct.balance for _, acct in iter_accounts(view))
+    total += sum(e.escrow_balance + e.penalty_balance for _, e in iter_escrows(view))
+    return total + get_burned(view)

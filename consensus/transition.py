@@ -1,0 +1,291 @@
+"""State transitions: transactions, draws, refunds and whole blocks (SPEC §2–§10).
+
+``connect_block`` is the sequence of SPEC §10 "Order of checks"; each step is one small
+function named after the spec's words. Every failure raises ``ConsensusError`` with the
+spec's reject reason. State changes go into an ``Overlay`` whose undo map is the block's
+undo record.
+"""
+
+from dataclasses import dataclass
+
+from consensus import keys
+from consensus.block import Block, HeaderContext, compute_tx_root, verify_header
+from consensus.errors import ConsensusError
+from consensus.escrow import (EscrowState, compute_escrow_id, compute_group_of_seqno,
+                              compute_start, compute_t_draw, compute_t_expire,
+                              compute_t_refund, verify_escrow_params)
+from consensus.lottery import winner_set
+from consensus.params import ChainParams
+from consensus.state import (Account, Overlay, StateView, add_burned, add_issued,
+                             add_refund_entry, credit, delete_escrow, get_account,
+                             get_block_vdf, get_escrow, get_redeemed_indices, get_refunds_at,
+                             put_account, put_block_vdf, put_escrow, put_redeemed)
+from consensus.ticket import Ticket, verify_ticket_signature
+from consensus.tx import (CHEAT_PROOF, COINBASE, ESCROW_CREATE, REDEEM, TRANSFER, Tx,
+                          ZERO_SENDER, ZERO_SIG)
+from consensus.vdf import verify_vdf
+
+MAX_COINBASE_OUTPUTS = 16
+
+
+@dataclass(frozen=True)
+class TxContext:
+    """Where a transaction is applied: the block at ``height`` with hash ``block_hash``."""
+
+    params: ChainParams
+    genesis_hash: bytes
+    height: int
+    block_hash: bytes  # the including block (zero bytes for mempool checks)
+
+
+# ---- common rules (SPEC §2) ------------------------------------------------------------
+
+def verify_tx_signature(ctx: TxContext, tx: Tx) -> None:
+    """Rule 3: the sender's signature over the signing message (``bad-signature``)."""
+    if not keys.verify(tx.sender, tx.signing_message(ctx.genesis_hash), tx.sig):
+        raise ConsensusError("bad-signature")
+
+
+def verify_tx_nonce(view: StateView, tx: Tx) -> None:
+    """Rule 4: account nonce for TRANSFER/ESCROW_CREATE, zero for REDEEM/CHEAT_PROOF."""
+    if tx.kind in (TRANSFER, ESCROW_CREATE):
+        expected = get_account(view, tx.sender).nonce
+        if tx.nonce != expected:
+            raise ConsensusError("bad-nonce", f"expected nonce {expected}, got {tx.nonce}")
+    elif tx.nonce != 0:
+        raise ConsensusError("bad-nonce", "REDEEM and CHEAT_PROOF carry nonce 0")
+
+
+def debit(view: StateView, address: bytes, amount: int, *, bump_nonce: bool = False) -> None:
+    """Take ``amount`` from ``address`` (``insufficient-funds``), optionally nonce += 1."""
+    acct = get_account(view, address)
+    if amount > acct.balance:
+        raise ConsensusError("insufficient-funds",
+                             f"needs {amount} units, balance {acct.balance}")
+    put_account(view, address, Account(acct.balance - amount, acct.nonce + int(bump_nonce)))
+
+
+# ---- kinds -----------------------------------------------------------------------------
+
+def process_transfer(ctx: TxContext, view: StateView, tx: Tx) -> None:
+    """TRANSFER ``[to, amount]``: amount > 0, amount + fee <= balance (SPEC §2)."""
+    to, amount = tx.body
+    debit(view, tx.sender, tx.fee)
+    if amount <= 0:
+        raise ConsensusError("bad-amount")
+    debit(view, tx.sender, amount, bump_nonce=True)
+    credit(view, to, amount)
+
+
+def process_escrow_create(ctx: TxContext, view: StateView, tx: Tx) -> bytes:
+    """ESCROW_CREATE (SPEC §3.1–3.2, paper §4.1); returns the new ``escrow_id``."""
+    debit(view, tx.sender, tx.fee)
+    (escrow_amount, penalty_amount, win_num, win_den, beta, tkt_rate, draw_len,
+     merchants) = tx.body
+    l_esc = verify_escrow_params(ctx.params, escrow_amount, penalty_amount, win_num, win_den,
+                                 beta, tkt_rate, draw_len, merchants)
+    debit(view, tx.sender, escrow_amount + penalty_amount, bump_nonce=True)
+    start = compute_start(ctx.params, ctx.height)
+    escrow = EscrowState(
+        owner=tx.sender, escrow_balance=escrow_amount, penalty_balance=penalty_amount,
+        win_num=win_num, win_den=win_den, beta=beta, tkt_rate=tkt_rate, draw_len=draw_len,
+        l_esc=l_esc, merchants=tuple(merchants), created_height=ctx.height, start=start,
+        t_refund=compute_t_refund(ctx.params, start, l_esc, draw_len), broken=False)
+    escrow_id = compute_escrow_id(ctx.block_hash, tx.txid())
+    put_escrow(view, escrow_id, escrow)
+    add_refund_entry(view, escrow.t_refund, escrow_id)
+    return escrow_id
+
+
+def get_draw_value(view: StateView, params: ChainParams, escrow: EscrowState, g: int) -> bytes | None:
+    """``v`` of group ``g``: the ``vdf`` field of block ``t_draw(g) + 1``, if connected."""
+    return get_block_vdf(view, compute_t_draw(params, escrow, g) + 1)
+
+
+def compute_draw(view: StateView, params: ChainParams, escrow_id: bytes, escrow: EscrowState,
+                 g: int) -> frozenset[int] | None:
+    """Winning seqnos of group ``g`` (SPEC §6), or ``None`` before block ``t_draw + 1``."""
+    v = get_draw_value(view, params, escrow, g)
+    if v is None:
+        return None
+    return winner_set(v, escrow_id, g, escrow.draw_size, escrow.winners_per_draw)
+
+
+def break_escrow(view: StateView, escrow_id: bytes, escrow: EscrowState) -> EscrowState:
+    """Burn ``penalty_balance`` and mark the escrow broken (SPEC §8)."""
+    add_burned(view, escrow.penalty_balance)
+    broken = escrow.replace(penalty_balance=0, broken=True)
+    put_escrow(view, escrow_id, broken)
+    return broken
+
+
+def verify_redeem_ticket(ctx: TxContext, view: StateView, sender: bytes,
+                         ticket: Ticket) -> EscrowState:
+    """SPEC §7 steps 1–3 for one ticket; returns its escrow."""
+    escrow = get_escrow(view, ticket.escrow_id)
+    if escrow is None:
+        raise ConsensusError("unknown-escrow")
+    if not verify_ticket_signature(ticket, escrow.owner, ctx.genesis_hash):
+        raise ConsensusError("bad-ticket-signature")
+    if (ticket.merchant_index >= len(escrow.merchants)
+            or escrow.merchants[ticket.merchant_index] != sender):
+        raise ConsensusError("wrong-merchant")
+    if ticket.seqno >= escrow.N:
+        raise ConsensusError("seqno-out-of-range")
+    g = compute_group_of_seqno(escrow, ticket.seqno)
+    if ctx.height < compute_t_draw(ctx.params, escrow, g) + 1:
+        raise ConsensusError("ticket-not-drawn")
+    if ctx.height > compute_t_expire(ctx.params, escrow, g):
+        raise ConsensusError("ticket-expired")
+    winners = compute_draw(view, ctx.params, ticket.escrow_id, escrow, g)
+    if winners is None:  # unreachable on a consistent chain: block t_draw+1 is connected
+        raise ConsensusError("ticket-not-drawn", "draw value missing")
+    if ticket.seqno not in winners:
+        raise ConsensusError("ticket-not-winning")
+    return escrow
+
+
+def process_redeem_ticket(ctx: TxContext, view: StateView, sender: bytes, ticket: Ticket) -> int:
+    """SPEC §7 for one ticket: verify, pay, record; returns units paid."""
+    escrow = verify_redeem_ticket(ctx, view, sender, ticket)
+    earlier = get_redeemed_indices(view, ticket.escrow_id, ticket.seqno)
+    if ticket.merchant_index in earlier:
+        raise ConsensusError("ticket-already-redeemed")
+    duplicate = bool(earlier)
+    if duplicate:  # D2: the duplicate's beta comes from the penalty first
+        from_penalty = min(escrow.beta, escrow.penalty_balance)
+        from_escrow = min(escrow.beta - from_penalty, escrow.escrow_balance)
+    else:
+        from_penalty, from_escrow = 0, min(escrow.beta, escrow.escrow_balance)
+    paid = from_penalty + from_escrow
+    if paid == 0:
+        raise ConsensusError("escrow-exhausted")
+    escrow = escrow.replace(penalty_balance=escrow.penalty_balance - from_penalty,
+                            escrow_balance=escrow.escrow_balance - from_escrow)
+    put_escrow(view, ticket.escrow_id, escrow)
+    if duplicate and not escrow.broken:
+        break_escrow(view, ticket.escrow_id, escrow)
+    put_redeemed(view, ticket.escrow_id, ticket.seqno, ticket.merchant_index, ctx.height)
+    return paid
+
+
+def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
+    """REDEEM (SPEC §7, paper §4.4): all tickets or none; fee comes out of the payout."""
+    payout = sum(process_redeem_ticket(ctx, view, tx.sender, t) for t in tx.tickets())
+    if tx.fee > payout:
+        raise ConsensusError("fee-exceeds-payout")
+    credit(view, tx.sender, payout - tx.fee)
+
+
+def is_cheat_proof_valid(ctx: TxContext, escrow: EscrowState, tickets: list[Ticket]) -> bool:
+    """SPEC §8: a signed duplicate pair, or one signed out-of-range ticket."""
+    if not all(verify_ticket_signature(t, escrow.owner, ctx.genesis_hash) for t in tickets):
+        return False
+    if len(tickets) == 1:
+        return tickets[0].seqno >= escrow.N
+    a, b = tickets
+    return (a.escrow_id == b.escrow_id and a.seqno == b.seqno
+            and a.merchant_index != b.merchant_index)
+
+
+def process_cheat_proof(ctx: TxContext, view: StateView, tx: Tx) -> None:
+    """CHEAT_PROOF (SPEC §8, paper §4.5): burn the penalty and break the escrow."""
+    debit(view, tx.sender, tx.fee)
+    tickets = tx.tickets()
+    escrow = get_escrow(view, tickets[0].escrow_id)
+    if escrow is None:
+        raise ConsensusError("unknown-escrow")
+    if escrow.broken:
+        raise ConsensusError("escrow-broken")
+    if not is_cheat_proof_valid(ctx, escrow, tickets):
+        raise ConsensusError("bad-cheat-proof")
+    break_escrow(view, tickets[0].escrow_id, escrow)
+
+
+_PROCESS = {TRANSFER: process_transfer, ESCROW_CREATE: process_escrow_create,
+            REDEEM: process_redeem, CHEAT_PROOF: process_cheat_proof}
+
+
+def apply_tx(ctx: TxContext, view: StateView, tx: Tx) -> None:
+    """Common rules 2–5 then the kind's rules for a non-coinbase transaction (SPEC §2).
+
+    Raises ``ConsensusError``; on failure ``view`` may hold partial writes, so callers
+    apply into a child ``Overlay`` they can drop.
+    """
+    if tx.kind == COINBASE:
+        raise ConsensusError("bad-coinbase", "coinbase only as the first transaction")
+    verify_tx_signature(ctx, tx)
+    verify_tx_nonce(view, tx)
+    _PROCESS[tx.kind](ctx, view, tx)
+
+
+def process_coinbase(ctx: TxContext, view: StateView, tx: Tx, fees: int) -> int:
+    """The block's COINBASE (SPEC §2 rule 2); returns the units it mints."""
+    if (tx.kind != COINBASE or tx.sender != ZERO_SENDER or tx.sig != ZERO_SIG
+            or tx.nonce != ctx.height or tx.fee != 0
+            or not 1 <= len(tx.body) <= MAX_COINBASE_OUTPUTS):
+        raise ConsensusError("bad-coinbase")
+    total = sum(amount for _, amount in tx.body)
+    if total > ctx.params.block_reward + fees:
+        raise ConsensusError("bad-cb-amount", f"pays {total}, allowed {ctx.params.block_reward + fees}")
+    for address, amount in tx.body:
+        credit(view, address, amount)
+    return total - fees
+
+
+def process_refunds(ctx: TxContext, view: StateView) -> None:
+    """SPEC §9: escrows with ``t_refund == height`` pay their residue to the owner."""
+    for escrow_id in get_refunds_at(view, ctx.height):
+        escrow = get_escrow(view, escrow_id)
+        credit(view, escrow.owner, escrow.escrow_balance + escrow.penalty_balance)
+        delete_escrow(view, escrow_id)
+
+
+# ---- blocks (SPEC §10) -----------------------------------------------------------------
+
+def verify_block_body(params: ChainParams, block: Block, block_hash: bytes) -> None:
+    """Size, VDF and tx_root (SPEC §10). Raises bad-blk-length, bad-vdf,
+    bad-txnmrklroot, bad-txns-duplicate, bad-cb-missing."""
+    if len(block.encode()) > params.max_block_bytes:
+        raise ConsensusError("bad-blk-length")
+    header = block.header
+    verify_vdf(header.prev_hash, header.vdf, list(header.vdf_checkpoints),
+               params.vdf_iterations, params.vdf_checkpoints)
+    txids = [tx.txid() for tx in block.txs]
+    if header.tx_root != compute_tx_root(txids):
+        raise ConsensusError("bad-txnmrklroot")
+    if len(set(txids)) != len(txids):
+        raise ConsensusError("bad-txns-duplicate")
+    if not block.txs:
+        raise ConsensusError("bad-coinbase", "block has no coinbase")
+
+
+def apply_block(params: ChainParams, view: StateView, block: Block, block_hash: bytes,
+                genesis_hash: bytes) -> None:
+    """Apply the transactions, then the refunds, of a block whose header is already
+    checked (SPEC §10). Raises ``ConsensusError`` on the first failing transaction."""
+    ctx = TxContext(params, genesis_hash, block.header.height, block_hash)
+    put_block_vdf(view, ctx.height, block.header.vdf)
+    fees = sum(tx.fee for tx in block.txs[1:])
+    minted = process_coinbase(ctx, view, block.txs[0], fees)
+    add_issued(view, minted)
+    for tx in block.txs[1:]:
+        apply_tx(ctx, view, tx)
+    process_refunds(ctx, view)
+
+
+def connect_block(params: ChainParams, view: Overlay, block: Block, header_ctx: HeaderContext,
+                  genesis_hash: bytes) -> None:
+    """All checks of SPEC §10 in order, applying the block into ``view``."""
+    verify_header(params, block.header, header_ctx)
+    block_hash = block.hash()
+    verify_block_body(params, block, block_hash)
+    apply_block(params, view, block, block_hash, genesis_hash)
+
+
+def apply_genesis(params: ChainParams, view: StateView, genesis: Block) -> None:
+    """Credit the premine of genesis (exempt from the coinbase limits, SPEC §10)."""
+    for address, amount in genesis.txs[0].body:
+        credit(view, address, amount)
+    add_issued(view, sum(amount for _, amount in genesis.txs[0].body))
+    put_block_vdf(view, 0, genesis.header.vdf)

@@ -1,0 +1,174 @@
+"""Transactions: encoding, signing, txid, and builders (SPEC §2).
+
+``tx = [version, kind, sender, nonce, fee, body, sig]``. The body is kept in its decoded,
+typed-checked msgpack form (lists of ints and bytes); REDEEM and CHEAT_PROOF tickets are
+kept as 107-byte strings and decoded on demand.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from consensus import keys
+from consensus.encoding import (expect_bytes, expect_int, expect_list, packb,
+                                unpackb_canonical)
+from consensus.errors import ConsensusError, DecodeError
+from consensus.hashing import tagged_hash
+from consensus.ticket import TICKET_SIZE, Ticket
+
+TX_VERSION = 1
+COINBASE, TRANSFER, ESCROW_CREATE, REDEEM, CHEAT_PROOF = 0, 1, 2, 3, 4
+KIND_NAMES = {COINBASE: "COINBASE", TRANSFER: "TRANSFER", ESCROW_CREATE: "ESCROW_CREATE",
+              REDEEM: "REDEEM", CHEAT_PROOF: "CHEAT_PROOF"}
+MAX_REDEEM_TICKETS = 256
+ZERO_SENDER = bytes(32)
+ZERO_SIG = bytes(64)
+
+
+@dataclass(frozen=True)
+class Tx:
+    """A transaction of any kind (SPEC §2)."""
+
+    version: int   # always 1
+    kind: int      # COINBASE .. CHEAT_PROOF
+    sender: bytes  # 32-byte public key (all zero for COINBASE)
+    nonce: int     # sender's account nonce; block height for COINBASE; 0 for REDEEM/CHEAT_PROOF
+    fee: int       # units paid to the block's miner
+    body: Any      # kind-specific array, see SPEC §2 table
+    sig: bytes     # 64-byte Ed25519 signature (all zero for COINBASE)
+
+    def to_obj(self) -> list:
+        """The msgpack array of this transaction."""
+        return [self.version, self.kind, self.sender, self.nonce, self.fee, self.body, self.sig]
+
+    def encode(self) -> bytes:
+        """Canonical bytes."""
+        return packb(self.to_obj())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Tx":
+        """Strictly decode canonical bytes; raises ``ConsensusError`` (bad-encoding,
+        bad-version, bad-kind)."""
+        return cls.from_obj(unpackb_canonical(data))
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> "Tx":
+        """Check the shape of a decoded msgpack array and build a ``Tx``.
+
+        Order (SPEC §2 rule 1): envelope well-formed (bad-encoding), version 1
+        (bad-version), kind known (bad-kind), body well-formed (bad-encoding).
+        """
+        version, kind, sender, nonce, fee, body, sig = expect_list(obj, 7, "tx")
+        expect_int(version, "tx.version")
+        expect_int(kind, "tx.kind")
+        expect_bytes(sender, 32, "tx.sender")
+        expect_int(nonce, "tx.nonce")
+        expect_int(fee, "tx.fee")
+        expect_bytes(sig, 64, "tx.sig")
+        if version != TX_VERSION:
+            raise ConsensusError("bad-version", f"tx version {version}")
+        if kind not in KIND_NAMES:
+            raise ConsensusError("bad-kind", f"tx kind {kind}")
+        _BODY_CHECKS[kind](body)
+        return cls(version, kind, sender, nonce, fee, body, sig)
+
+    def txid(self) -> bytes:
+        """``H(b"txid", packb(tx))`` (SPEC §2)."""
+        return tagged_hash(b"txid", self.encode())
+
+    def signing_message(self, genesis_hash: bytes) -> bytes:
+        """``H(b"tx", genesis_hash || packb([version, kind, sender, nonce, fee, body]))``."""
+        unsigned = packb([self.version, self.kind, self.sender, self.nonce, self.fee, self.body])
+        return tagged_hash(b"tx", genesis_hash + unsigned)
+
+    def tickets(self) -> list[Ticket]:
+        """Decoded tickets of a REDEEM (all) or CHEAT_PROOF (one or two)."""
+        if self.kind == REDEEM:
+            return [Ticket.decode(t) for t in self.body]
+        if self.kind == CHEAT_PROOF:
+            return [Ticket.decode(t) for t in self.body if t is not None]
+        return []
+
+
+def _check_coinbase_body(body: Any) -> None:
+    for out in expect_list(body, None, "coinbase outputs"):
+        address, amount = expect_list(out, 2, "coinbase output")
+        expect_bytes(address, 32, "coinbase address")
+        expect_int(amount, "coinbase amount")
+
+
+def _check_transfer_body(body: Any) -> None:
+    to, amount = expect_list(body, 2, "transfer")
+    expect_bytes(to, 32, "transfer.to")
+    expect_int(amount, "transfer.amount")
+
+
+def _check_escrow_body(body: Any) -> None:
+    fields = expect_list(body, 8, "escrow_create")
+    for value, name in zip(fields[:7], ("escrow_amount", "penalty_amount", "win_num",
+                                        "win_den", "beta", "tkt_rate", "draw_len")):
+        expect_int(value, name)
+    for merchant in expect_list(fields[7], None, "merchants"):
+        expect_bytes(merchant, 32, "merchant")
+
+
+def _check_ticket(raw: Any) -> None:
+    Ticket.decode(expect_bytes(raw, TICKET_SIZE, "ticket"))
+
+
+def _check_redeem_body(body: Any) -> None:
+    tickets = expect_list(body, None, "redeem")
+    if not 1 <= len(tickets) <= MAX_REDEEM_TICKETS:
+        raise DecodeError(f"redeem carries {len(tickets)} tickets (1..{MAX_REDEEM_TICKETS})")
+    for raw in tickets:
+        _check_ticket(raw)
+
+
+def _check_cheat_body(body: Any) -> None:
+    ticket_a, ticket_b = expect_list(body, 2, "cheat_proof")
+    _check_ticket(ticket_a)
+    if ticket_b is not None:
+        _check_ticket(ticket_b)
+
+
+_BODY_CHECKS = {COINBASE: _check_coinbase_body, TRANSFER: _check_transfer_body,
+                ESCROW_CREATE: _check_escrow_body, REDEEM: _check_redeem_body,
+                CHEAT_PROOF: _check_cheat_body}
+
+
+def _signed(seed: bytes, genesis_hash: bytes, kind: int, nonce: int, fee: int, body: Any) -> Tx:
+    unsigned = Tx(TX_VERSION, kind, keys.public_key(seed), nonce, fee, body, ZERO_SIG)
+    return Tx(TX_VERSION, kind, unsigned.sender, nonce, fee, body,
+              keys.sign(seed, unsigned.signing_message(genesis_hash)))
+
+
+def make_coinbase(height: int, outputs: list[tuple[bytes, int]]) -> Tx:
+    """The unsigned COINBASE of the block at ``height`` paying ``outputs``."""
+    return Tx(TX_VERSION, COINBASE, ZERO_SENDER, height, 0,
+              [[addr, amount] for addr, amount in outputs], ZERO_SIG)
+
+
+def make_transfer(seed: bytes, genesis_hash: bytes, nonce: int, fee: int, to: bytes,
+                  amount: int) -> Tx:
+    """A signed TRANSFER of ``amount`` units to ``to``."""
+    return _signed(seed, genesis_hash, TRANSFER, nonce, fee, [to, amount])
+
+
+def make_escrow_create(seed: bytes, genesis_hash: bytes, nonce: int, fee: int,
+                       escrow_amount: int, penalty_amount: int, win_num: int, win_den: int,
+                       beta: int, tkt_rate: int, draw_len: int, merchants: list[bytes]) -> Tx:
+    """A signed ESCROW_CREATE (SPEC §3.1); amounts in units."""
+    body = [escrow_amount, penalty_amount, win_num, win_den, beta, tkt_rate, draw_len,
+            list(merchants)]
+    return _signed(seed, genesis_hash, ESCROW_CREATE, nonce, fee, body)
+
+
+def make_redeem(seed: bytes, genesis_hash: bytes, fee: int, tickets: list[Ticket]) -> Tx:
+    """A signed REDEEM of 1..256 tickets, nonce 0 (SPEC §7)."""
+    return _signed(seed, genesis_hash, REDEEM, 0, fee, [t.encode() for t in tickets])
+
+
+def make_cheat_proof(seed: bytes, genesis_hash: bytes, fee: int, ticket_a: Ticket,
+                     ticket_b: Ticket | None) -> Tx:
+    """A signed CHEAT_PROOF: a duplicate pair, or one out-of-range ticket (SPEC §8)."""
+    body = [ticket_a.encode(), ticket_b.encode() if ticket_b is not None else None]
+    return _signed(seed, genesis_hash, CHEAT_PROOF, 0, fee, body)

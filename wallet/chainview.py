@@ -1,0 +1,299 @@
+"""The merchant's view of the chain, read from a node through its JSON-RPC (SPEC §12).
+
+The merchant service (SPEC §13, §4.1) and the auto-redeemer (SPEC §6, §7) never touch a
+node's internals: they ask a ``ChainView`` for the best height, escrow states, draws,
+redeemed records, and hand it REDEEM transactions to relay. ``RpcChainView`` is the real
+one, backed by a synchronous ``wallet.rpcclient.RpcClient`` whose calls run in worker
+threads under a timeout so a stalled node never blocks the trio event loop. Tests pass any
+object with the same methods (see ``ChainView``).
+
+Failures come out as two exception types: ``NodeRejected`` (the node answered with a
+SPEC reject reason, e.g. ``ticket-already-redeemed``) and ``NodeUnavailable`` (no answer,
+a timeout, or an answer that does not parse).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import time
+from typing import Any, Protocol
+
+import trio
+
+from consensus.errors import ConsensusError
+from consensus.escrow import EscrowState
+from consensus.params import ChainParams, get_params
+from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError
+
+log = logging.getLogger(__name__)
+
+RPC_TIMEOUT = 10.0  # seconds one RPC call may take before the node counts as unavailable
+HEIGHT_TTL = 0.5  # seconds a best height read is reused
+ESCROW_CACHE_SIZE = 4096  # escrow states (or "unknown" answers) kept in memory
+RPC_THREADS = 4  # worker threads running RPC calls at once
+HASH_SIZE = 32
+
+
+class NodeError(Exception):
+    """Base of the errors a ``ChainView`` raises."""
+
+
+class NodeUnavailable(NodeError):
+    """The node did not answer in time, refused the connection, or sent a malformed reply."""
+
+
+class NodeRejected(NodeError):
+    """The node answered with an error; ``reason`` is the SPEC reject reason (SPEC §12).
+
+    ``code`` is the JSON-RPC error code when known (``None`` otherwise).
+    """
+
+    def __init__(self, reason: str, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class ChainView(Protocol):
+    """What the merchant side needs from a node (SPEC §12). All reads may be cached.
+
+    Attributes: ``genesis_hash`` (32 bytes, identifies the chain), ``params`` (the chain's
+    ``ChainParams``, needed for ``t_draw``/``t_expire``). Methods raise ``NodeUnavailable``
+    when the node cannot be reached and ``NodeRejected`` when it answers with an error.
+    """
+
+    genesis_hash: bytes
+    params: ChainParams
+
+    async def height(self) -> int:
+        """Best block height ``t`` (the current round is ``t + 1``)."""
+        ...
+
+    async def escrow(self, escrow_id: bytes) -> EscrowState | None:
+        """The escrow's state at the best block, or ``None`` if unknown (or refunded)."""
+        ...
+
+    async def draw(self, escrow_id: bytes, group: int) -> list[int] | None:
+        """Winning seqnos of draw ``group`` (SPEC §6), or ``None`` before block t_draw+1."""
+        ...
+
+    async def redeemed(self, escrow_id: bytes) -> list[tuple[int, int, int]]:
+        """``[(seqno, merchant_index, height), ...]`` redeemed from the escrow (SPEC §7)."""
+        ...
+
+    async def send_raw_transaction(self, raw: bytes) -> bytes:
+        """Relay an encoded transaction; returns its 32-byte txid."""
+        ...
+
+    async def transaction_status(self, txid: bytes) -> tuple[str, int | None] | None:
+        """``("mempool", None)``, ``("confirmed", height)`` or ``None`` when unknown."""
+        ...
+
+
+def _malformed(method: str, result: Any) -> NodeUnavailable:
+    return NodeUnavailable(f"malformed {method} reply: {str(result)[:200]}")
+
+
+def _is_uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+
+
+def _parse_hash(method: str, value: Any) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise _malformed(method, value) from None
+    if len(raw) != HASH_SIZE:
+        raise _malformed(method, value)
+    return raw
+
+
+async def call_rpc(
+    rpc: RpcClient,
+    method: str,
+    *params: Any,
+    timeout: float = RPC_TIMEOUT,
+    limiter: trio.CapacityLimiter | None = None,
+) -> Any:
+    """Run one synchronous ``rpc.call`` in a worker thread, bounded by ``timeout`` seconds.
+
+    Raises ``NodeUnavailable`` on timeout or connection failure, ``NodeRejected`` (with the
+    SPEC reject reason from ``error.message``) when the node answers with an error.
+    """
+    call = functools.partial(rpc.call, method, *params)
+    try:
+        with trio.fail_after(timeout):
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
+    except trio.TooSlowError:
+        raise NodeUnavailable(f"{method}: no answer within {timeout} s") from None
+    except RpcConnectionError as exc:
+        raise NodeUnavailable(f"{method}: {exc}") from None
+    except RpcError as exc:
+        raise NodeRejected(str(exc.message), getattr(exc, "code", None)) from None
+
+
+def resolve_params(chain: str) -> ChainParams:
+    """The ``ChainParams`` profile named by ``getinfo``'s ``chain`` field.
+
+    Accepts a profile name (``devnet``) or a chain id (``microcash-devnet``); raises
+    ``ValueError`` for anything else. Only the schedule fields (``d_draw``, ``d_redeem``,
+    ``confirm_depth``...) are used, which a custom genesis does not change (SPEC §1, §12.1).
+    """
+    candidates = [chain]
+    if chain.startswith("microcash-"):
+        candidates.append(chain[len("microcash-"):])
+    for name in candidates:
+        try:
+            return get_params(name)
+        except (KeyError, ValueError):
+            continue
+    raise ValueError(f"node reports unknown chain {chain!r}")
+
+
+class RpcChainView:
+    """``ChainView`` over a node's JSON-RPC, with short-lived caches (SPEC §12, §13).
+
+    The best height is re-read at most every ``height_ttl`` seconds. An escrow state (or
+    the fact that it is unknown) is reused while the best height is unchanged: its
+    parameters never change, and its balances and ``broken`` flag can only change with a
+    new block. Build with ``await RpcChainView.create(rpc)``.
+    """
+
+    def __init__(
+        self,
+        rpc: RpcClient,
+        genesis_hash: bytes,
+        params: ChainParams,
+        *,
+        timeout: float = RPC_TIMEOUT,
+        height_ttl: float = HEIGHT_TTL,
+    ) -> None:
+        self._rpc = rpc
+        self.genesis_hash = genesis_hash
+        self.params = params
+        self._timeout = timeout
+        self._height_ttl = height_ttl
+        self._limiter = trio.CapacityLimiter(RPC_THREADS)
+        self._height: int | None = None
+        self._height_at = 0.0
+        self._escrows: collections.OrderedDict[bytes, tuple[int, EscrowState | None]] = (
+            collections.OrderedDict()
+        )
+
+    @classmethod
+    async def create(
+        cls, rpc: RpcClient, params: ChainParams | None = None, *, timeout: float = RPC_TIMEOUT
+    ) -> RpcChainView:
+        """Ask the node's ``getinfo`` for the genesis hash and (unless given) the profile.
+
+        Raises ``NodeUnavailable`` if the node cannot be reached or reports an unknown chain.
+        """
+        info = await call_rpc(rpc, "getinfo", timeout=timeout)
+        if not isinstance(info, dict):
+            raise _malformed("getinfo", info)
+        genesis_hash = _parse_hash("getinfo", info.get("genesis_hash"))
+        if params is None:
+            chain = info.get("chain")
+            if not isinstance(chain, str):
+                raise _malformed("getinfo", info)
+            try:
+                params = resolve_params(chain)
+            except ValueError as exc:
+                raise NodeUnavailable(str(exc)) from None
+        view = cls(rpc, genesis_hash, params, timeout=timeout)
+        view._store_height("getinfo", info.get("height"))
+        return view
+
+    async def _call(self, method: str, *params: Any) -> Any:
+        return await call_rpc(
+            self._rpc, method, *params, timeout=self._timeout, limiter=self._limiter
+        )
+
+    def _store_height(self, method: str, value: Any) -> int:
+        if not _is_uint(value):
+            raise _malformed(method, value)
+        if self._height is not None and value != self._height:
+            self._escrows.clear()  # balances and ``broken`` may have changed
+        self._height = value
+        self._height_at = time.monotonic()
+        return value
+
+    async def height(self) -> int:
+        """Best height, re-read from ``getinfo`` at most every ``height_ttl`` seconds."""
+        if self._height is not None and time.monotonic() - self._height_at < self._height_ttl:
+            return self._height
+        info = await self._call("getinfo")
+        if not isinstance(info, dict):
+            raise _malformed("getinfo", info)
+        return self._store_height("getinfo", info.get("height"))
+
+    async def escrow(self, escrow_id: bytes) -> EscrowState | None:
+        """``getescrow`` parsed by ``EscrowState.from_rpc``; ``None`` when unknown.
+
+        Cached until the best height changes (at most ``ESCROW_CACHE_SIZE`` entries).
+        """
+        height = await self.height()
+        cached = self._escrows.get(escrow_id)
+        if cached is not None and cached[0] == height:
+            self._escrows.move_to_end(escrow_id)
+            return cached[1]
+        result = await self._call("getescrow", escrow_id.hex())
+        state: EscrowState | None = None
+        if result is not None:
+            if not isinstance(result, dict):
+                raise _malformed("getescrow", result)
+            try:
+                state = EscrowState.from_rpc(result)
+            except (ConsensusError, KeyError, TypeError, ValueError):
+                raise _malformed("getescrow", result) from None
+        self._escrows[escrow_id] = (height, state)
+        self._escrows.move_to_end(escrow_id)
+        while len(self._escrows) > ESCROW_CACHE_SIZE:
+            self._escrows.popitem(last=False)
+        return state
+
+    async def draw(self, escrow_id: bytes, group: int) -> list[int] | None:
+        """``getdraw`` winners, or ``None`` while the node answers ``draw-not-ready``."""
+        try:
+            result = await self._call("getdraw", escrow_id.hex(), group)
+        except NodeRejected as exc:
+            if exc.reason == "draw-not-ready":
+                return None
+            raise
+        winners = result.get("winners") if isinstance(result, dict) else None
+        if not isinstance(winners, list) or not all(_is_uint(s) for s in winners):
+            raise _malformed("getdraw", result)
+        return list(winners)
+
+    async def redeemed(self, escrow_id: bytes) -> list[tuple[int, int, int]]:
+        """``getredeemed`` as ``(seqno, merchant_index, height)`` tuples."""
+        result = await self._call("getredeemed", escrow_id.hex())
+        if not isinstance(result, list):
+            raise _malformed("getredeemed", result)
+        records = []
+        for item in result:
+            if not (isinstance(item, list) and len(item) == 3 and all(map(_is_uint, item))):
+                raise _malformed("getredeemed", item)
+            records.append((item[0], item[1], item[2]))
+        return records
+
+    async def send_raw_transaction(self, raw: bytes) -> bytes:
+        """``sendrawtransaction``; the txid, or ``NodeRejected`` with the reject reason."""
+        result = await self._call("sendrawtransaction", raw.hex())
+        return _parse_hash("sendrawtransaction", result)
+
+    async def transaction_status(self, txid: bytes) -> tuple[str, int | None] | None:
+        """``gettransaction`` as ``(status, height)``; ``None`` when the node knows no such tx."""
+        result = await self._call("gettransaction", txid.hex())
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise _malformed("gettransaction", result)
+        status = result.get("status")
+        if status == "mempool":
+            return ("mempool", None)
+        if status == "confirmed" and _is_uint(result.get("height")):
+            return ("confirmed", result["height"])
+        raise _malformed("gettransaction", result)
