@@ -89,7 +89,9 @@ class RpcClient:
         except FileNotFoundError:
             raise RpcConnectionError(f"node not running? {ports_path} not found") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RpcConnectionError(f"cannot read the RPC port from {ports_path}: {exc!r}") from None
+            raise RpcConnectionError(
+                f"cannot read the RPC port from {ports_path}: {exc!r}"
+            ) from None
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise RpcConnectionError(f"{ports_path} holds no valid rpc port: {port!r}")
         return cls.from_cookie(f"http://127.0.0.1:{port}/", datadir / ".cookie", timeout=timeout)

@@ -272,7 +272,8 @@ def test_notifications_only_get_no_body(tmp_path):
 def test_invalid_envelopes(tmp_path, body, code):
     def calls(url, cookie):
         first = raw_post(url, cookie, body)
-        after = raw_post(url, cookie, b'{"jsonrpc": "2.0", "id": 9, "method": "add", "params": [1, 2]}')
+        good = b'{"jsonrpc": "2.0", "id": 9, "method": "add", "params": [1, 2]}'
+        after = raw_post(url, cookie, good)
         return first.status_code, first.json(), after.json()
 
     status, reply, after = run_server(tmp_path, calls)

@@ -1,0 +1,274 @@
+"""The running node: chain + mempool + miner + p2p + JSON-RPC in one trio nursery.
+
+``Node`` implements ``p2p.interface.ChainAccess``. All chain and mempool mutations happen
+in the trio thread; block processing is serialised by one lock because its VDF check runs
+in a worker thread. Proof-of-work searches run in a worker process.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import trio
+
+from consensus.block import Block, Header
+from consensus.errors import ConsensusError
+from consensus.params import ChainParams
+from consensus.tx import Tx
+from consensus.vdf import compute_vdf
+from node.chain import FAILED, AddResult, AddStatus, Chain, TipChange
+from node.mempool import STATELESS_REASONS, Mempool, PolicyError
+from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
+                        next_timestamp, search_nonce)
+from node.rpc import RpcServer
+from node.rpc_methods import make_methods
+from node.store import ChainStore
+from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
+from p2p.network import Network
+
+log = logging.getLogger("node")
+
+TEMPLATE_REFRESH_SECONDS = 5.0
+MAX_WANTED = 2_000
+_STATUS = {AddStatus.CONNECTED: BlockStatus.CONNECTED, AddStatus.SIDE: BlockStatus.SIDE,
+           AddStatus.ORPHAN: BlockStatus.ORPHAN, AddStatus.KNOWN: BlockStatus.KNOWN,
+           AddStatus.INVALID: BlockStatus.INVALID, AddStatus.NOT_YET: BlockStatus.KNOWN}
+
+
+class Node:
+    """One MicroCash node (SPEC §10–§12)."""
+
+    def __init__(self, params: ChainParams, datadir: Path, *, p2p_port: int = 0,
+                 rpc_port: int = 0, connect: list[tuple[str, int]] = (),
+                 mine_address: bytes | None = None) -> None:
+        self.params = params
+        self.datadir = datadir
+        self.store = ChainStore(datadir / "chain")
+        self.chain = Chain(params, self.store)
+        self.genesis_hash = self.chain.genesis_hash
+        self.mempool = Mempool(params, self.genesis_hash)
+        self.mine_address = mine_address
+        self.block_lock = trio.Lock()
+        self.tip_changed = trio.Event()
+        self.stop_requested = trio.Event()
+        self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
+        self._pow: PowWorker | None = None
+        self.network = Network(self, host="127.0.0.1", port=p2p_port, connect=list(connect))
+        self.rpc = RpcServer(make_methods(self), host="127.0.0.1", port=rpc_port,
+                             cookie_path=datadir / ".cookie")
+        self._reset_mempool(TipChange())
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve until ``stop`` (RPC) or cancellation; always closes the store."""
+        try:
+            async with trio.open_nursery() as nursery:
+                p2p_port = await nursery.start(self.network.run)
+                rpc_port = await nursery.start(self.rpc.serve)
+                self._write_ports(p2p_port, rpc_port)
+                log.info("node up: chain %s height %d p2p 127.0.0.1:%d rpc 127.0.0.1:%d",
+                         self.params.name, self.chain.height, p2p_port, rpc_port)
+                if self.mine_address is not None:
+                    nursery.start_soon(self.mine_forever, self.mine_address)
+                await self.stop_requested.wait()
+                log.info("stopping")
+                self.rpc.close()
+                with trio.move_on_after(5):
+                    await trio.sleep(0.2)  # let the reply to `stop` leave
+                nursery.cancel_scope.cancel()
+        finally:
+            if self._pow is not None:
+                self._pow.close()
+            self.store.close()
+            log.info("store closed; bye")
+
+    def request_stop(self) -> None:
+        """Ask ``run`` to shut down cleanly."""
+        self.stop_requested.set()
+
+    def _write_ports(self, p2p_port: int, rpc_port: int) -> None:
+        tmp = self.datadir / "ports.json.tmp"
+        tmp.write_text(json.dumps({"p2p": p2p_port, "rpc": rpc_port}))
+        os.replace(tmp, self.datadir / "ports.json")
+
+    # -- VDF of the tip ------------------------------------------------------------------
+    def vdf_for(self, block_hash: bytes) -> tuple[bytes, list[bytes]]:
+        """``(vdf, checkpoints)`` of ``block_hash``, the ones its child must carry."""
+        if block_hash not in self._vdf_cache:
+            if len(self._vdf_cache) > 64:
+                self._vdf_cache.clear()
+            self._vdf_cache[block_hash] = compute_vdf(block_hash, self.params.vdf_iterations,
+                                                      self.params.vdf_checkpoints)
+        return self._vdf_cache[block_hash]
+
+    def _reset_mempool(self, change: TipChange) -> None:
+        readd = [tx for block in reversed(change.disconnected) for tx in block.txs[1:]]
+        confirmed = {tx.txid() for block in change.connected for tx in block.txs}
+        vdf, _ = self.vdf_for(self.chain.tip.hash)
+        self.mempool.reset(self.store.state, self.chain.height, vdf, readd, confirmed)
+
+    def _after_tip_change(self, change: TipChange) -> None:
+        if not change.connected and not change.disconnected:
+            return
+        if change.disconnected:
+            log.info("reorg: %d blocks disconnected, %d connected, tip %d",
+                     len(change.disconnected), len(change.connected), self.chain.height)
+        self._reset_mempool(change)
+        self.network.announce_block(self.chain.tip.hash)
+        self.tip_changed.set()
+        self.tip_changed = trio.Event()
+
+    # -- blocks --------------------------------------------------------------------------
+    async def process_block(self, raw: bytes) -> AddResult:
+        """Check, store and (if best) connect a block given as bytes (SPEC §10)."""
+        try:
+            block = Block.decode(raw)
+        except ConsensusError as exc:
+            return AddResult(AddStatus.INVALID, b"", exc.reason)
+        async with self.block_lock:
+            entry, result = self.chain.check_block(block)
+            if result is not None:
+                return result
+            try:
+                await trio.to_thread.run_sync(self.chain.verify_body, block, entry.hash)
+            except ConsensusError as exc:
+                if exc.reason != "bad-txnmrklroot":  # a mutated body does not condemn the header
+                    self.chain.mark_failed(entry, exc.reason)
+                return AddResult(AddStatus.INVALID, entry.hash, exc.reason)
+            self.chain.store_block(entry, block.encode())
+            change = self.chain.activate_best_chain()
+            self._after_tip_change(change)
+            if entry.status & FAILED:
+                return AddResult(AddStatus.INVALID, entry.hash, entry.fail_reason)
+            status = AddStatus.CONNECTED if self.chain.is_on_main(entry) else AddStatus.SIDE
+            return AddResult(status, entry.hash)
+
+    # -- transactions --------------------------------------------------------------------
+    def accept_tx(self, tx: Tx) -> bytes:
+        """Add ``tx`` to the mempool and announce it; raises ``ConsensusError`` or
+        ``PolicyError`` with the reject reason."""
+        txid = tx.txid()
+        if self.store.get_tx_height(txid) is not None:
+            raise PolicyError("txn-already-known")
+        self.mempool.add(tx)
+        self.network.announce_tx(txid)
+        return txid
+
+    # -- ChainAccess (p2p) ---------------------------------------------------------------
+    def best_height(self) -> int:
+        return self.chain.height
+
+    def best_hash(self) -> bytes:
+        return self.chain.tip.hash
+
+    def get_locator(self) -> list[bytes]:
+        return self.chain.get_locator()
+
+    def get_headers_after(self, locator: list[bytes], stop_hash: bytes, limit: int) -> list[bytes]:
+        return [h.encode() for h in self.chain.get_headers_after(locator, stop_hash, limit)]
+
+    def has_block(self, block_hash: bytes) -> bool:
+        entry = self.chain.entries.get(block_hash)
+        return entry is not None and bool(entry.status & (2 | FAILED))
+
+    def get_block(self, block_hash: bytes) -> bytes | None:
+        return self.store.get_block(block_hash)
+
+    def has_tx(self, txid: bytes) -> bool:
+        return txid in self.mempool or self.store.get_tx_height(txid) is not None
+
+    def get_mempool_tx(self, txid: bytes) -> bytes | None:
+        tx = self.mempool.get(txid)
+        return None if tx is None else tx.encode()
+
+    async def submit_headers(self, headers: list[bytes]) -> HeadersResult:
+        last_entry, last_hash = None, None
+        for raw in headers:
+            try:
+                header = Header.decode(raw)
+            except ConsensusError as exc:
+                return HeadersResult([], last_hash, exc.reason)
+            last_hash = header.hash()
+            entry, result = self.chain.add_header(header)
+            if result is not None:
+                if result.status is AddStatus.INVALID:
+                    return HeadersResult([], last_hash, result.reason)
+                break  # orphan or not-yet: stop here, no ban
+            last_entry = entry
+            await trio.sleep(0)
+        wanted = self.chain.missing_blocks(last_entry)[:MAX_WANTED] if last_entry else []
+        return HeadersResult(wanted, last_hash)
+
+    async def submit_block(self, block: bytes) -> BlockResult:
+        result = await self.process_block(block)
+        return BlockResult(_STATUS[result.status], result.block_hash, result.reason)
+
+    async def submit_tx(self, tx: bytes) -> TxResult:
+        try:
+            decoded = Tx.decode(tx)
+        except ConsensusError as exc:
+            return TxResult(False, b"", exc.reason, invalid=True)
+        txid = decoded.txid()
+        try:
+            self.accept_tx(decoded)
+        except ConsensusError as exc:
+            return TxResult(False, txid, exc.reason, invalid=exc.reason in STATELESS_REASONS)
+        except PolicyError as exc:
+            return TxResult(False, txid, exc.reason)
+        return TxResult(True, txid)
+
+    # -- mining --------------------------------------------------------------------------
+    async def mine_block(self, address: bytes, *, give_up_on_new_tip: bool) -> bytes | None:
+        """Build a template on the tip, find a nonce, submit; returns the block hash, or
+        ``None`` if the tip moved (when ``give_up_on_new_tip``) or the template aged."""
+        tip = self.chain.tip
+        ctx = self.chain.header_context(tip)
+        vdf, checkpoints = self.vdf_for(tip.hash)
+        txs = self.mempool.select(self.params.max_block_bytes - 20_000)
+        template = build_template(tip.height + 1, tip.hash, next_timestamp(ctx.median_time_past),
+                                  ctx.expected_target, vdf, checkpoints, txs, address,
+                                  self.params.block_reward)
+        prefix, suffix = header_parts(template.header)
+        target = template.header.target
+        nonce = search_nonce(prefix, suffix, target, 0, IN_PROCESS_TRIES)
+        start, began = IN_PROCESS_TRIES, trio.current_time()
+        while nonce is None:
+            if give_up_on_new_tip and (self.chain.tip is not tip or
+                                       trio.current_time() - began > TEMPLATE_REFRESH_SECONDS):
+                return None
+            if self._pow is None:
+                self._pow = PowWorker()
+            nonce = await trio.to_thread.run_sync(self._pow.search, prefix, suffix, target,
+                                                  start, CHUNK, abandon_on_cancel=True)
+            start += CHUNK
+        result = await self.process_block(template.with_nonce(nonce).encode())
+        if result.status is AddStatus.INVALID:
+            log.error("mined an invalid block: %s", result.reason)
+            return None
+        return result.block_hash if result.status is AddStatus.CONNECTED else None
+
+    async def generate(self, n: int, address: bytes) -> list[bytes]:
+        """Mine ``n`` blocks on demand (RPC ``generate``)."""
+        hashes = []
+        for _ in range(n * 20):
+            if len(hashes) == n:
+                break
+            block_hash = await self.mine_block(address, give_up_on_new_tip=False)
+            if block_hash is not None:
+                hashes.append(block_hash)
+        return hashes
+
+    async def mine_forever(self, address: bytes) -> None:
+        """``--mine``: keep extending the tip; the PoW runs in a worker process."""
+        log.info("mining to %s", address.hex())
+        while True:
+            # Never run ahead of the clock: on easy targets (regtest) this is what keeps
+            # a mining node from flooding its peers with blocks.
+            ahead = self.chain.header_context(self.chain.tip).median_time_past + 1 - time.time()
+            if ahead > 0:
+                await trio.sleep(min(ahead, 1.0))
+                continue
+            await self.mine_block(address, give_up_on_new_tip=True)
+            await trio.sleep(0)
