@@ -12,7 +12,7 @@ from consensus.errors import ConsensusError
 from consensus.escrow import compute_t_draw
 from consensus.lottery import compute_winners
 from consensus.state import (compute_state_hash, get_account, get_burned, get_escrow,
-                             iter_redeemed)
+                             get_issued, iter_redeemed)
 from consensus.transition import get_draw_value
 from consensus.tx import Tx
 from node.jsonrpc import RpcError
@@ -52,7 +52,7 @@ def make_methods(node: "Node") -> dict[str, Callable]:
                 "best_hash": chain.tip.hash.hex(), "genesis_hash": node.genesis_hash.hex(),
                 "peers": node.network.peer_count(), "mempool": len(node.mempool),
                 "target": chain.tip.header.target.to_bytes(32, "big").hex(),
-                "burned": get_burned(store.state)}
+                "burned": get_burned(store.state), "supply": get_issued(store.state)}
 
     def getblockhash(height: int) -> str:
         if not 0 <= height <= chain.height:

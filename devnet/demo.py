@@ -1,0 +1,302 @@
+"""The MicroCash scenario on a fresh devnet, end to end, with a checked summary.
+
+1. ``up`` a devnet (node0 mines; node1 serves the customer; node2 the merchants).
+2. Two merchants run ``microcash-wallet merchant serve`` (real processes).
+3. The customer locks one escrow for both merchants and, round by round, issues every
+   sequence number of the schedule, half to each merchant (2 000 tickets).
+4. A cheater locks a second escrow, gives one sequence number to both merchants, and a
+   merchant submits the two tickets as a CHEAT_PROOF: the penalty is burned.
+5. Every draw is shown; the merchants redeem their winners automatically; at ``t_refund``
+   the residue returns to the owners.
+
+Each fact below is checked; ``run_demo`` returns False if any fails.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from consensus.address import encode_address
+from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow_id,
+                              compute_min_penalty, compute_t_draw)
+from consensus.params import COIN, get_params
+from consensus.ticket import sign_ticket
+from consensus.tx import make_cheat_proof, make_escrow_create
+from devnet.keys import dev_address, dev_seed
+from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
+from wallet.issuer import TicketIssuer, send_tickets
+from wallet.rpcclient import RpcClient
+
+WARMUP_HEIGHT = 21          # two retarget windows: block time has settled near 2 s
+MERCHANTS = ("merchant-a", "merchant-b")
+
+
+@dataclass(frozen=True)
+class EscrowPlan:
+    """Parameters of one demo escrow (amounts in units)."""
+
+    owner: str
+    beta: int
+    p: Fraction
+    tkt_rate: int
+    draw_len: int
+    rounds: int
+
+
+CUSTOMER_PLAN = EscrowPlan("customer", beta=COIN // 100, p=Fraction(1, 100), tkt_rate=500,
+                           draw_len=2, rounds=4)       # 2 000 tickets, 10 winners per draw
+CHEATER_PLAN = EscrowPlan("cheater", beta=COIN // 100, p=Fraction(1, 10), tkt_rate=10,
+                          draw_len=1, rounds=2)
+
+
+@dataclass
+class Facts:
+    """Checked statements, printed as the summary."""
+
+    lines: list[tuple[bool, str]] = field(default_factory=list)
+
+    def check(self, ok: bool, text: str) -> None:
+        self.lines.append((bool(ok), text))
+
+    @property
+    def ok(self) -> bool:
+        return all(ok for ok, _ in self.lines)
+
+
+class Merchant:
+    """A ``microcash-wallet merchant serve`` process."""
+
+    def __init__(self, name: str, wallet_dir: Path, datadir: Path, log_dir: Path) -> None:
+        self.name = name
+        self.address = dev_address(name)
+        service_file = wallet_dir / "merchants" / name / "service.json"
+        service_file.unlink(missing_ok=True)
+        script = Path(sys.executable).parent / "microcash-wallet"
+        prog = [str(script)] if script.exists() else [sys.executable, "-m", "wallet.cli"]
+        cmd = [*prog, "--wallet-dir", str(wallet_dir),
+               "--datadir", str(datadir), "merchant", "serve", name, "--port", "0"]
+        self._log = open(log_dir / f"{name}.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise DevnetError(f"{name} service exited ({self.proc.returncode}); "
+                                  f"see {log_dir / (name + '.log')}")
+            return service_file.exists()
+
+        wait_until(ready, 30, f"{name}'s ticket service")
+        info = json.loads(service_file.read_text())
+        self.url = info.get("url") or f"http://127.0.0.1:{info['port']}"
+
+    def status(self) -> dict:
+        """``GET /v1/status`` of the service."""
+        return httpx.get(self.url + "/v1/status", timeout=10).json()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+class Scenario:
+    """The demo's steps against a running devnet."""
+
+    def __init__(self, devnet: Devnet, nodes: list[NodeInfo], say: Callable[[str], None]) -> None:
+        self.devnet = devnet
+        self.say = say
+        self.params = get_params(devnet.chain)
+        self.miner_rpc = nodes[0].client()
+        self.customer_rpc = nodes[min(1, len(nodes) - 1)].client()
+        self.merchant_node = nodes[-1]
+        self.merchant_rpc = self.merchant_node.client()
+        self.genesis_hash = bytes.fromhex(self.customer_rpc.getinfo()["genesis_hash"])
+        self.facts = Facts()
+        self.merchants: list[Merchant] = []
+
+    def height(self) -> int:
+        return self.customer_rpc.getinfo()["height"]
+
+    def wait_height(self, height: int, why: str, timeout: float = 120) -> None:
+        wait_until(lambda: self.height() >= height, timeout, f"height {height} ({why})", 0.1)
+
+    def balance(self, name: str) -> int:
+        return self.customer_rpc.getaccount(dev_address(name).hex())["balance"]
+
+    # -- steps ---------------------------------------------------------------------------
+    def create_escrow(self, plan: EscrowPlan) -> tuple[bytes, EscrowState, int]:
+        """Submit an ESCROW_CREATE with the least valid penalty; returns (id, state, txid)."""
+        merchants = [dev_address(m) for m in MERCHANTS]
+        amount = compute_escrow_amount(plan.p.numerator, plan.p.denominator, plan.beta,
+                                       plan.tkt_rate, plan.rounds)
+        penalty = compute_min_penalty(self.params, len(merchants), plan.p.numerator,
+                                      plan.p.denominator, plan.beta, plan.tkt_rate, plan.draw_len)
+        owner = dev_address(plan.owner)
+        nonce = self.customer_rpc.getaccount(owner.hex())["nonce"]
+        tx = make_escrow_create(dev_seed(plan.owner), self.genesis_hash, nonce, 0, amount,
+                                penalty, plan.p.numerator, plan.p.denominator, plan.beta,
+                                plan.tkt_rate, plan.draw_len, merchants)
+        txid = self.customer_rpc.sendrawtransaction(tx.encode().hex())
+        self.say(f"{plan.owner}: ESCROW_CREATE {txid[:16]}… escrow {amount} + penalty {penalty} units")
+        return txid
+
+    def confirm_escrow(self, txid: str) -> tuple[bytes, EscrowState]:
+        wait_until(lambda: (self.customer_rpc.gettransaction(txid) or {}).get("status")
+                   == "confirmed", 60, f"escrow tx {txid[:16]} to confirm")
+        info = self.customer_rpc.gettransaction(txid)
+        escrow_id = compute_escrow_id(bytes.fromhex(info["block_hash"]), bytes.fromhex(txid))
+        escrow = EscrowState.from_rpc(self.customer_rpc.getescrow(escrow_id.hex()))
+        return escrow_id, escrow
+
+    def issue_rounds(self, issuer: TicketIssuer, escrow_id: bytes, escrow: EscrowState) -> dict[int, set[int]]:
+        """Issue every seqno, round by round, split between the two merchants."""
+        held: dict[int, set[int]] = {0: set(), 1: set()}
+        seed = dev_seed("customer")
+        for r in range(escrow.start, escrow.start + escrow.l_esc):
+            self.wait_height(r - 1, f"round {r}")
+            for index, merchant in enumerate(self.merchants):
+                tickets = issuer.issue(seed, self.genesis_hash, escrow, escrow_id, index,
+                                       escrow.tkt_rate // 2, r)
+                reply = send_tickets(merchant.url, tickets)
+                held[index].update(t.seqno for t in tickets)
+                self.facts.check(reply["accepted"] == len(tickets) and not reply["rejected"],
+                                 f"round {r}: {merchant.name} accepted {reply['accepted']}/"
+                                 f"{len(tickets)} tickets (seqnos {tickets[0].seqno}–{tickets[-1].seqno})")
+                self.say(f"round {r}: {len(tickets)} tickets → {merchant.name}: "
+                         f"accepted {reply['accepted']}, rejected {len(reply['rejected'])}")
+        return held
+
+    def cheat(self, escrow_id: bytes, escrow: EscrowState) -> None:
+        """The cheater gives seqno 0 to both merchants; merchant-a proves it on chain."""
+        self.wait_height(escrow.start - 1, "cheater's first round")
+        seed = dev_seed("cheater")
+        ticket_a = sign_ticket(seed, self.genesis_hash, escrow_id, 0, 0)
+        ticket_b = sign_ticket(seed, self.genesis_hash, escrow_id, 1, 0)
+        for merchant, ticket in zip(self.merchants, (ticket_a, ticket_b)):
+            reply = send_tickets(merchant.url, [ticket])
+            self.say(f"cheater: seqno 0 → {merchant.name}: accepted {reply['accepted']}")
+        proof = make_cheat_proof(dev_seed("merchant-a"), self.genesis_hash, 0, ticket_a, ticket_b)
+        txid = self.merchant_rpc.sendrawtransaction(proof.encode().hex())
+        self.say(f"merchant-a: CHEAT_PROOF {txid[:16]}… (two tickets with seqno 0)")
+        wait_until(lambda: (self.customer_rpc.gettransaction(txid) or {}).get("status")
+                   == "confirmed", 60, "the cheat proof to confirm")
+
+    def show_draws(self, escrow_id: bytes, escrow: EscrowState) -> dict[int, list[int]]:
+        """Wait for and print every draw; check exactly k distinct in-range winners."""
+        draws = {}
+        k, a = escrow.winners_per_draw, escrow.draw_size
+        for g in range(escrow.groups):
+            t_draw = compute_t_draw(self.params, escrow, g)
+            self.wait_height(t_draw + 1, f"draw {g}")
+            winners = self.customer_rpc.getdraw(escrow_id.hex(), g)["winners"]
+            draws[g] = winners
+            ok = (len(winners) == k == len(set(winners))
+                  and all(g * a <= s < (g + 1) * a for s in winners))
+            self.facts.check(ok, f"draw {g} (t_draw {t_draw}): {len(winners)} distinct winners "
+                                 f"in {g * a}–{(g + 1) * a - 1}, expected p·tkt_rate·draw_len = {k}")
+            self.say(f"draw {g} at block {t_draw + 1}: winners {sorted(winners)}")
+        return draws
+
+
+def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print) -> bool:
+    """Run the whole scenario in a fresh devnet at ``root``; True if every fact holds."""
+    if root.exists():
+        Devnet(root).down(log=say)
+        shutil.rmtree(root)
+    devnet = Devnet(root)
+    say(f"starting a {nodes}-node devnet in {root}")
+    node_infos = devnet.up(nodes, log=say)
+    scenario = None
+    try:
+        scenario = Scenario(devnet, node_infos, say)
+        return _run(scenario, devnet, root, say)
+    finally:
+        if scenario is not None:
+            for merchant in scenario.merchants:
+                merchant.stop()
+        devnet.down(log=say)
+
+
+def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) -> bool:
+    say(f"waiting for the devnet to warm up (difficulty retargets) to height {WARMUP_HEIGHT}…")
+    s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300)
+    for name in MERCHANTS:
+        s.merchants.append(Merchant(name, devnet.wallet_dir, s.merchant_node.datadir, root))
+        say(f"{name} ({encode_address(dev_address(name))[:20]}…) serving at {s.merchants[-1].url}")
+    start_balance = {n: s.balance(n) for n in ("customer", "cheater")}
+    txid_c = s.create_escrow(CUSTOMER_PLAN)
+    txid_x = s.create_escrow(CHEATER_PLAN)
+    eid_c, esc_c = s.confirm_escrow(txid_c)
+    eid_x, esc_x = s.confirm_escrow(txid_x)
+    say(f"customer escrow {eid_c.hex()[:16]}…: start {esc_c.start}, {esc_c.l_esc} rounds × "
+        f"{esc_c.tkt_rate} tickets, {esc_c.groups} draws of {esc_c.winners_per_draw} winners, "
+        f"t_refund {esc_c.t_refund}")
+    say(f"cheater escrow {eid_x.hex()[:16]}…: start {esc_x.start}, t_refund {esc_x.t_refund}")
+    with TicketIssuer(root / "issuer") as issuer:
+        s.cheat(eid_x, esc_x)
+        held = s.issue_rounds(issuer, eid_c, esc_c)
+    burned = s.customer_rpc.getinfo()["burned"]
+    s.facts.check(burned == esc_x.penalty_balance,
+                  f"cheater's penalty burned: {burned} units (penalty {esc_x.penalty_balance})")
+    draws = s.show_draws(eid_c, esc_c)
+    s.wait_height(max(esc_c.t_refund, esc_x.t_refund), "refunds")
+    _check_outcome(s, eid_c, esc_c, eid_x, esc_x, held, draws, start_balance)
+    say("")
+    say("==================== MicroCash demo summary ====================")
+    for ok, text in s.facts.lines:
+        say(f"  [{'ok' if ok else 'FAILED'}] {text}")
+    say(f"result: {'all facts hold' if s.facts.ok else 'SOME FACTS DO NOT HOLD'}")
+    return s.facts.ok
+
+
+def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowState,
+                   held: dict[int, set[int]], draws: dict[int, list[int]],
+                   start_balance: dict[str, int]) -> None:
+    """Redeemed totals, refund and money conservation after both escrows are refunded."""
+    rpc = s.customer_rpc
+    issued = len(held[0]) + len(held[1])
+    s.facts.check(issued >= 2000 and held[0] and held[1],
+                  f"{issued} tickets issued across {esc_c.l_esc} rounds to both merchants")
+    winners = set().union(*map(set, draws.values()))
+    beta = esc_c.beta
+    # Merchant status is kept by each service; wait for the last redeem to be marked.
+    total_paid = 0
+    for index, merchant in enumerate(s.merchants):
+        expected = len(winners & held[index])
+        wait_until(lambda m=merchant, e=expected: m.status().get(eid_c.hex(), {})
+                   .get("redeemed", 0) >= e, 30, f"{merchant.name}'s redeems to be recorded")
+        status = merchant.status()
+        redeemed_c = status.get(eid_c.hex(), {}).get("redeemed", 0)
+        redeemed_x = status.get(eid_x.hex(), {}).get("redeemed", 0)
+        balance = s.balance(merchant.name)
+        total_paid += redeemed_c * beta
+        s.facts.check(redeemed_c == expected,
+                      f"{merchant.name}: held {expected} winning tickets, redeemed {redeemed_c}")
+        s.facts.check(balance == redeemed_c * beta + redeemed_x * esc_x.beta,
+                      f"{merchant.name}: balance {balance} units = {redeemed_c}·β "
+                      f"+ {redeemed_x}·β(cheater escrow)")
+    s.facts.check(rpc.getescrow(eid_c.hex()) is None and rpc.getredeemed(eid_c.hex()) == [],
+                  f"customer escrow refunded and removed at t_refund {esc_c.t_refund}")
+    refund = esc_c.escrow_balance + esc_c.penalty_balance - total_paid
+    customer = s.balance("customer")
+    s.facts.check(customer == start_balance["customer"] - total_paid,
+                  f"customer: refund {refund} units at t_refund; balance {customer} = "
+                  f"start − {total_paid} paid to merchants")
+    accounts = sum(s.balance(n) for n in ("miner", "customer", "cheater", *MERCHANTS))
+    info = rpc.getinfo()
+    s.facts.check(accounts + info["burned"] == info["supply"],
+                  f"money conservation: accounts {accounts} + burned {info['burned']} "
+                  f"= supply {info['supply']} (premine + minted)")

@@ -1,0 +1,216 @@
+"""Start, inspect and stop a local devnet of N node processes on 127.0.0.1.
+
+A devnet lives in one directory::
+
+    <root>/devnet.json   what ``up`` started: pids, datadirs, ports
+    <root>/genesis.json  genesis with the funded development keys
+    <root>/wallet/       a wallet holding the development keys (empty passphrase)
+    <root>/node<i>/      each node's datadir (store, cookie, ports.json, node.log)
+
+``down`` stops exactly the processes recorded in devnet.json (checking each pid still
+runs our node with that datadir, so a reused pid is never signalled).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from consensus.address import encode_address
+from devnet.keys import DEV_KEY_NAMES, dev_address, dev_premine, dev_seed
+from node.genesis import write_genesis
+from wallet.keystore import Keystore
+from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class DevnetError(Exception):
+    """Something about the devnet went wrong; the message says what."""
+
+
+@dataclass
+class NodeInfo:
+    """One node process of the devnet."""
+
+    index: int
+    pid: int
+    datadir: Path
+    p2p: int
+    rpc: int
+
+    def client(self, timeout: float = 30) -> RpcClient:
+        """A JSON-RPC client for this node."""
+        return RpcClient.from_datadir(self.datadir, timeout=timeout)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.1) -> None:
+    """Poll ``predicate`` until true; raises ``DevnetError`` naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise DevnetError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _pid_runs(pid: int, datadir: Path) -> bool:
+    """True if ``pid`` is alive and is a node using ``datadir``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(datadir).encode() in cmdline
+
+
+class Devnet:
+    """A devnet rooted at ``root`` (see module docstring)."""
+
+    def __init__(self, root: Path, chain: str = "devnet") -> None:
+        self.root = Path(root).resolve()
+        self.chain = chain
+        self.meta_path = self.root / "devnet.json"
+        self.wallet_dir = self.root / "wallet"
+        self.genesis_path = self.root / "genesis.json"
+
+    # -- state ---------------------------------------------------------------------------
+    def nodes(self) -> list[NodeInfo]:
+        """Nodes recorded by ``up`` (empty if none)."""
+        if not self.meta_path.exists():
+            return []
+        meta = json.loads(self.meta_path.read_text())
+        return [NodeInfo(n["index"], n["pid"], Path(n["datadir"]), n["p2p"], n["rpc"])
+                for n in meta["nodes"]]
+
+    def running(self) -> list[NodeInfo]:
+        """Recorded nodes whose process still runs."""
+        return [n for n in self.nodes() if _pid_runs(n.pid, n.datadir)]
+
+    def _save(self, nodes: list[NodeInfo]) -> None:
+        meta = {"chain": self.chain, "genesis": str(self.genesis_path),
+                "wallet_dir": str(self.wallet_dir),
+                "nodes": [{"index": n.index, "pid": n.pid, "datadir": str(n.datadir),
+                           "p2p": n.p2p, "rpc": n.rpc} for n in nodes]}
+        self.meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+    # -- up ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Write genesis and the development wallet, once per devnet directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.genesis_path.exists():
+            write_genesis(self.genesis_path, self.chain, int(time.time()), dev_premine())
+        store = Keystore(self.wallet_dir)
+        for name in DEV_KEY_NAMES:
+            if not store.has(name):
+                store.create(name, "", seed=dev_seed(name), allow_empty=True)
+
+    def up(self, n: int, *, miners: int = 1, log: Callable[[str], None] = print) -> list[NodeInfo]:
+        """Start ``n`` nodes (the first ``miners`` mine to the ``miner`` key), connect them
+        in a star around node 0, and wait until each has a peer. Raises ``DevnetError``."""
+        if n < 1:
+            raise DevnetError("a devnet needs at least one node")
+        if self.running():
+            raise DevnetError(f"a devnet is already running in {self.root}; "
+                              "run `microcash-devnet down` first")
+        self.prepare()
+        nodes: list[NodeInfo] = []
+        try:
+            for i in range(n):
+                connect = [f"127.0.0.1:{nodes[0].p2p}"] if nodes else []
+                mine = encode_address(dev_address("miner")) if i < miners else None
+                nodes.append(self._start_node(i, connect, mine))
+                self._save(nodes)
+                log(f"node{i}: pid {nodes[-1].pid}, p2p 127.0.0.1:{nodes[-1].p2p}, "
+                    f"rpc 127.0.0.1:{nodes[-1].rpc}{' (mining)' if mine else ''}")
+            if n > 1:
+                for node in nodes:
+                    wait_until(lambda node=node: self._peers(node) >= 1, START_TIMEOUT,
+                               f"node{node.index} to connect to a peer")
+        except BaseException:
+            self.down(log=lambda _msg: None)
+            raise
+        return nodes
+
+    def _start_node(self, index: int, connect: list[str], mine: str | None) -> NodeInfo:
+        datadir = self.root / f"node{index}"
+        datadir.mkdir(parents=True, exist_ok=True)
+        (datadir / "ports.json").unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "node", "--datadir", str(datadir), "--chain", self.chain,
+               "--genesis", str(self.genesis_path), "--p2p-port", "0", "--rpc-port", "0"]
+        for peer in connect:
+            cmd += ["--connect", peer]
+        if mine:
+            cmd += ["--mine", mine]
+        with open(datadir / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        ports_file = datadir / "ports.json"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise DevnetError(f"node{index} exited with status {proc.returncode}; "
+                                  f"see {datadir / 'node.log'}")
+            return ports_file.exists() and (datadir / ".cookie").exists()
+
+        wait_until(ready, START_TIMEOUT, f"node{index} to listen")
+        ports = json.loads(ports_file.read_text())
+        return NodeInfo(index, proc.pid, datadir, ports["p2p"], ports["rpc"])
+
+    @staticmethod
+    def _peers(node: NodeInfo) -> int:
+        try:
+            with node.client(timeout=5) as client:
+                return client.getinfo()["peers"]
+        except (RpcConnectionError, RpcError):
+            return 0
+
+    # -- status and down -----------------------------------------------------------------
+    def status(self) -> list[dict]:
+        """Per recorded node: running?, height, tip, peers (``None`` where unknown)."""
+        rows = []
+        for node in self.nodes():
+            row = {"node": f"node{node.index}", "pid": node.pid, "running": False,
+                   "height": None, "tip": None, "peers": None, "rpc": node.rpc, "p2p": node.p2p}
+            if _pid_runs(node.pid, node.datadir):
+                row["running"] = True
+                try:
+                    with node.client(timeout=5) as client:
+                        info = client.getinfo()
+                    row.update(height=info["height"], tip=info["best_hash"], peers=info["peers"])
+                except (RpcConnectionError, RpcError):
+                    pass
+            rows.append(row)
+        return rows
+
+    def down(self, *, log: Callable[[str], None] = print) -> int:
+        """SIGTERM every recorded node still running, SIGKILL those that linger;
+        returns how many were stopped."""
+        alive = self.running()
+        for node in alive:
+            os.kill(node.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for node in alive:
+            while _pid_runs(node.pid, node.datadir) and time.monotonic() < deadline:
+                _reap(node.pid)
+                time.sleep(0.1)
+            if _pid_runs(node.pid, node.datadir):
+                log(f"node{node.index} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
+                os.kill(node.pid, signal.SIGKILL)
+            _reap(node.pid)
+            log(f"node{node.index} (pid {node.pid}) stopped")
+        return len(alive)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status if it is ours (no zombie left behind)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
