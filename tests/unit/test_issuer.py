@@ -1,0 +1,167 @@
+"""The customer's ticket issuer: SPEC §3.2 schedule, durable seqno high-water mark."""
+
+import json
+
+import httpx
+import pytest
+
+from consensus.escrow import EscrowState
+from consensus.keys import generate_seed, public_key
+from consensus.ticket import TICKET_SIZE, Ticket, verify_ticket_signature
+from wallet import issuer as issuer_mod
+from wallet.issuer import (IssueError, TicketIssuer, TicketSendError, read_tickets,
+                           send_tickets, write_tickets)
+
+GENESIS = bytes(range(32))
+ESCROW_ID = bytes([7]) * 32
+OWNER_SEED = bytes([1]) * 32
+MERCHANTS = (bytes([0xA0]) * 32, bytes([0xB0]) * 32)
+
+
+def make_escrow(**changes) -> EscrowState:
+    """tkt_rate 10, l_esc 4, start 13: rounds 13..16 carry seqnos 0..39."""
+    fields = dict(owner=public_key(OWNER_SEED), escrow_balance=40, penalty_balance=100,
+                  win_num=1, win_den=2, beta=2, tkt_rate=10, draw_len=2, l_esc=4,
+                  merchants=MERCHANTS, created_height=10, start=13, t_refund=30, broken=False)
+    fields.update(changes)
+    return EscrowState(**fields)
+
+
+def issue(issuer, count, rnd, escrow=None, merchant_index=0):
+    return issuer.issue(OWNER_SEED, GENESIS, escrow or make_escrow(), ESCROW_ID,
+                        merchant_index, count, rnd)
+
+
+def test_issue_starts_at_round_range_and_signs(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        tickets = issue(iss, 3, 14, merchant_index=1)
+    assert [t.seqno for t in tickets] == [10, 11, 12]
+    owner = public_key(OWNER_SEED)
+    for t in tickets:
+        assert t.escrow_id == ESCROW_ID and t.merchant_index == 1
+        assert verify_ticket_signature(t, owner, GENESIS)
+
+
+def test_issue_continues_after_reopen_without_reuse(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        first = issue(iss, 4, 13)
+    with TicketIssuer(tmp_path / "iss") as iss:
+        second = issue(iss, 4, 13)
+        assert iss.next_seqno(ESCROW_ID) == 8
+    assert [t.seqno for t in first] == [0, 1, 2, 3]
+    assert [t.seqno for t in second] == [4, 5, 6, 7]
+
+
+def test_seqnos_shared_across_merchants(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        a = issue(iss, 2, 13, merchant_index=0)
+        b = issue(iss, 2, 13, merchant_index=1)
+    assert {t.seqno for t in a}.isdisjoint({t.seqno for t in b})
+
+
+def test_round_boundary_issues_what_remains_then_refuses(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        assert len(issue(iss, 7, 13)) == 7
+        rest = issue(iss, 7, 13)
+        assert [t.seqno for t in rest] == [7, 8, 9]
+        with pytest.raises(IssueError, match="wait for round 14"):
+            issue(iss, 1, 13)
+        assert [t.seqno for t in issue(iss, 2, 14)] == [10, 11]
+
+
+def test_later_round_skips_unused_seqnos_and_never_goes_back(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        assert [t.seqno for t in issue(iss, 1, 15)] == [20]
+        with pytest.raises(IssueError, match="already issued"):
+            issue(iss, 1, 14)  # round 14's range lies below the high-water mark
+        assert [t.seqno for t in issue(iss, 1, 16)] == [30]
+
+
+def test_mark_is_durable_before_tickets_are_returned(tmp_path, monkeypatch):
+    def crash(*args):
+        raise RuntimeError("crash while signing")
+
+    with TicketIssuer(tmp_path / "iss") as iss:
+        monkeypatch.setattr(issuer_mod, "sign_ticket", crash)
+        with pytest.raises(RuntimeError):
+            issue(iss, 5, 13)
+    monkeypatch.undo()
+    with TicketIssuer(tmp_path / "iss") as iss:
+        assert [t.seqno for t in issue(iss, 1, 13)] == [5]  # 0..4 skipped, never reused
+
+
+@pytest.mark.parametrize("rnd,why", [(12, "not started"), (17, "has ended")])
+def test_invalid_round_outside_issuing_rounds(tmp_path, rnd, why):
+    with TicketIssuer(tmp_path / "iss") as iss, pytest.raises(IssueError, match=why):
+        issue(iss, 1, rnd)
+
+
+def test_invalid_broken_escrow(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss, pytest.raises(IssueError, match="broken"):
+        issue(iss, 1, 13, escrow=make_escrow(broken=True))
+
+
+def test_invalid_not_owner_and_bad_index_and_count(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        with pytest.raises(IssueError, match="owner"):
+            iss.issue(generate_seed(), GENESIS, make_escrow(), ESCROW_ID, 0, 1, 13)
+        with pytest.raises(IssueError, match="merchant index 2"):
+            issue(iss, 1, 13, merchant_index=2)
+        with pytest.raises(IssueError, match="at least 1"):
+            issue(iss, 0, 13)
+        assert iss.next_seqno(ESCROW_ID) == 0
+
+
+def test_invalid_second_issuer_on_same_state(tmp_path):
+    with TicketIssuer(tmp_path / "iss"):
+        with pytest.raises(IssueError, match="in use"):
+            TicketIssuer(tmp_path / "iss")
+
+
+def test_write_and_read_tickets(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        tickets = issue(iss, 3, 13)
+    path = tmp_path / "t.bin"
+    write_tickets(path, tickets)
+    assert path.stat().st_size == 3 * TICKET_SIZE
+    assert read_tickets(path) == tickets
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="multiple"):
+        read_tickets(path)
+
+
+def test_send_tickets_splits_batches_and_merges_indexes(tmp_path, monkeypatch):
+    monkeypatch.setattr(issuer_mod, "MAX_TICKETS_PER_REQUEST", 3)
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/tickets"
+        assert request.headers["content-type"] == "application/octet-stream"
+        bodies.append(request.content)
+        n = len(request.content) // TICKET_SIZE
+        return httpx.Response(200, json={"accepted": n - 1,
+                                         "rejected": [{"index": 0, "reason": "wrong-round"}]})
+
+    with TicketIssuer(tmp_path / "iss") as iss:
+        tickets = issue(iss, 7, 13)
+    result = send_tickets("http://merchant.test/", tickets, transport=httpx.MockTransport(handler))
+    assert [len(b) // TICKET_SIZE for b in bodies] == [3, 3, 1]
+    assert b"".join(bodies) == b"".join(t.encode() for t in tickets)
+    assert result == {"accepted": 4, "rejected": [{"index": i, "reason": "wrong-round"}
+                                                  for i in (0, 3, 6)]}
+
+
+def test_invalid_send_tickets_http_error():
+    ticket = Ticket(1, 0, ESCROW_ID, 0, bytes(64))
+
+    def handler(request):
+        return httpx.Response(400, content=json.dumps({"error": "bad body"}).encode())
+
+    with pytest.raises(TicketSendError, match="HTTP 400: bad body"):
+        send_tickets("http://m.test", [ticket], transport=httpx.MockTransport(handler))
+
+    def garbage(request):
+        return httpx.Response(200, json={"accepted": 1, "rejected": [{"index": 5}]})
+
+    with pytest.raises(TicketSendError, match="outside"):
+        send_tickets("http://m.test", [ticket], transport=httpx.MockTransport(garbage))

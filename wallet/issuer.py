@@ -1,0 +1,216 @@
+"""The customer's ticket issuer: never reuse a sequence number (SPEC §3.2, §4, paper §4.2).
+
+A sequence number handed out twice to two merchants is a duplicate that breaks the escrow
+and burns the penalty (SPEC §8), so the issuer's one job is that this cannot happen, not
+even across crashes or two processes issuing at once. Per escrow it keeps the next
+unissued seqno (a high-water mark) in a LevelDB directory:
+
+- LevelDB holds an exclusive lock on its directory, so a second process issuing from the
+  same state fails at open (``IssueError``) instead of silently reusing seqnos; a JSON
+  file would need its own advisory locking for the same guarantee.
+- The new mark is written with ``sync=True`` (fsync) *before* any ticket is signed and
+  returned; a crash afterwards only skips seqnos, which is harmless.
+
+Key layout: ``n`` escrow_id(32) -> next unissued seqno (8 bytes, big-endian).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import plyvel
+
+from consensus.errors import DecodeError
+from consensus.escrow import EscrowState, compute_seqno_range
+from consensus.keys import public_key
+from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
+
+MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
+SEND_TIMEOUT = 60.0  # seconds per POST to a merchant service
+_NEXT = b"n"
+
+
+class IssueError(Exception):
+    """Tickets cannot be issued now; the message says why and what to do."""
+
+
+class TicketSendError(Exception):
+    """A merchant service could not be reached or did not answer as SPEC §13 says."""
+
+
+class TicketIssuer:
+    """Durable per-escrow seqno high-water marks for one customer (SPEC §3.2).
+
+    ``state_dir`` is a LevelDB directory (created if missing). Raises ``IssueError`` if it
+    is held by another process. Thread-safe within one process.
+    """
+
+    def __init__(self, state_dir: Path | str) -> None:
+        path = Path(state_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            raise IssueError(
+                f"issuer state {path} is in use by another process or unreadable: {exc}"
+            ) from None
+        except plyvel.CorruptionError as exc:
+            raise IssueError(f"issuer state {path} is corrupt: {exc}") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the state directory."""
+        with self._lock:
+            if not self._db.closed:
+                self._db.close()
+
+    def __enter__(self) -> TicketIssuer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def next_seqno(self, escrow_id: bytes) -> int:
+        """The lowest seqno never handed out for ``escrow_id`` (0 for a new escrow)."""
+        raw = self._db.get(_NEXT + escrow_id)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def reserve(self, escrow: EscrowState, escrow_id: bytes, count: int,
+                current_round: int) -> range:
+        """Durably reserve up to ``count`` unissued seqnos of round ``current_round``.
+
+        Returns the reserved ``range`` (never empty); the new high-water mark is fsynced
+        before this returns. Raises ``IssueError`` when ``count < 1``, the escrow is
+        broken, the round is outside ``[start, start + l_esc)``, or every seqno of the
+        round is already issued (SPEC §3.2).
+        """
+        if count < 1:
+            raise IssueError(f"ticket count must be at least 1, not {count}")
+        if escrow.broken:
+            raise IssueError("the escrow is broken; merchants accept no new tickets (SPEC §8)")
+        first_round, end_round = escrow.start, escrow.start + escrow.l_esc
+        if not first_round <= current_round < end_round:
+            when = "has not started yet" if current_round < first_round else "has ended"
+            raise IssueError(
+                f"round {current_round} is outside the escrow's issuing rounds "
+                f"{first_round}..{end_round - 1}: issuing {when}"
+            )
+        lo, hi = compute_seqno_range(escrow, current_round)
+        with self._lock:
+            first = max(self.next_seqno(escrow_id), lo)
+            if first >= hi:
+                raise IssueError(
+                    f"all {escrow.tkt_rate} seqnos of round {current_round} are already "
+                    f"issued; wait for round {current_round + 1}"
+                )
+            last = min(first + count, hi)
+            self._db.put(_NEXT + escrow_id, last.to_bytes(8, "big"), sync=True)
+        return range(first, last)
+
+    def issue(self, seed: bytes, genesis_hash: bytes, escrow: EscrowState, escrow_id: bytes,
+              merchant_index: int, count: int, current_round: int) -> list[Ticket]:
+        """Sign up to ``count`` fresh tickets for ``merchants[merchant_index]`` (SPEC §4).
+
+        Seqnos come from round ``current_round``'s range ``[(r-start)·tkt_rate,
+        (r-start+1)·tkt_rate)``, starting at the first unissued one; fewer than ``count``
+        are returned when the round runs out. ``current_round`` is the node's best height
+        + 1. Raises ``IssueError`` if ``seed`` is not the escrow owner's, the merchant
+        index is out of range, or ``reserve`` refuses.
+        """
+        if public_key(seed) != escrow.owner:
+            raise IssueError("this key is not the escrow's owner; its tickets would not verify")
+        if not 0 <= merchant_index < len(escrow.merchants):
+            raise IssueError(
+                f"merchant index {merchant_index} is not in the escrow's list of "
+                f"{len(escrow.merchants)} merchants"
+            )
+        seqnos = self.reserve(escrow, escrow_id, count, current_round)
+        return [sign_ticket(seed, genesis_hash, escrow_id, merchant_index, s) for s in seqnos]
+
+
+def _merge(total: dict[str, Any], reply: Any, offset: int, sent: int) -> None:
+    if not isinstance(reply, dict):
+        raise TicketSendError(f"merchant answered {str(reply)[:200]!r}, not a JSON object")
+    accepted, rejected = reply.get("accepted"), reply.get("rejected")
+    if not isinstance(accepted, int) or not isinstance(rejected, list):
+        raise TicketSendError(f"merchant answered {str(reply)[:200]!r} without accepted/rejected")
+    total["accepted"] += accepted
+    for item in rejected:
+        if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+            raise TicketSendError(f"malformed rejection {str(item)[:200]!r}")
+        if not 0 <= item["index"] < sent:
+            raise TicketSendError(f"rejection index {item['index']} outside the request")
+        total["rejected"].append({"index": item["index"] + offset,
+                                  "reason": str(item.get("reason", ""))})
+
+
+def send_tickets(url: str, tickets: Sequence[Ticket], *, timeout: float = SEND_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+    """POST tickets to a merchant service's ``{url}/v1/tickets`` (SPEC §13).
+
+    Batches larger than 10 000 tickets go in several requests. Returns the merged
+    ``{"accepted": n, "rejected": [{"index": i, "reason": r}, ...]}`` with indexes into
+    ``tickets``. Raises ``TicketSendError`` when a request fails or the answer is not
+    SPEC §13 JSON (tickets of earlier requests may already be accepted then).
+    ``transport`` replaces httpx's network transport (tests).
+    """
+    endpoint = url.rstrip("/") + "/v1/tickets"
+    total: dict[str, Any] = {"accepted": 0, "rejected": []}
+    with httpx.Client(timeout=timeout, transport=transport) as client:
+        for offset in range(0, len(tickets), MAX_TICKETS_PER_REQUEST):
+            chunk = tickets[offset:offset + MAX_TICKETS_PER_REQUEST]
+            body = b"".join(t.encode() for t in chunk)
+            try:
+                response = client.post(endpoint, content=body,
+                                        headers={"Content-Type": "application/octet-stream"})
+            except httpx.HTTPError as exc:
+                raise TicketSendError(f"cannot reach merchant at {endpoint}: {exc}") from None
+            try:
+                reply = response.json()
+            except ValueError:
+                reply = None
+            if response.status_code != 200:
+                detail = reply.get("error") if isinstance(reply, dict) else response.text[:200]
+                raise TicketSendError(
+                    f"merchant at {endpoint} answered HTTP {response.status_code}: {detail}"
+                )
+            _merge(total, reply, offset, len(chunk))
+    return total
+
+
+def write_tickets(path: Path | str, tickets: Sequence[Ticket]) -> None:
+    """Write tickets as concatenated 107-byte records (SPEC §4), atomically and fsynced."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(b"".join(t.encode() for t in tickets))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_tickets(path: Path | str) -> list[Ticket]:
+    """Read a file of concatenated 107-byte tickets.
+
+    Raises ``ValueError`` if the size is not a multiple of 107 or a record does not decode.
+    """
+    data = Path(path).read_bytes()
+    if len(data) % TICKET_SIZE:
+        raise ValueError(f"{path}: {len(data)} bytes is not a multiple of {TICKET_SIZE}")
+    tickets = []
+    for i in range(0, len(data), TICKET_SIZE):
+        try:
+            tickets.append(Ticket.decode(data[i:i + TICKET_SIZE]))
+        except DecodeError as exc:
+            raise ValueError(f"{path}: ticket {i // TICKET_SIZE}: {exc}") from None
+    return tickets

@@ -1,0 +1,333 @@
+"""The merchant's ticket service: SPEC §13 over HTTP, with the §4.1 acceptance checks.
+
+``POST /v1/tickets`` takes concatenated 107-byte tickets (at most 10 000) and answers
+``{"accepted": n, "rejected": [{"index": i, "reason": r}, ...]}`` only after the accepted
+tickets are durably stored. ``GET /v1/status`` returns the counts per escrow.
+
+A request is handled in three phases so that the event loop stays responsive:
+1. in order, per ticket, the cheap checks of SPEC §4.1 steps 1–5 against one snapshot of
+   the best height (decode, escrow, merchant, duplicate, range, round, draw);
+2. the Ed25519 signatures of the survivors (step 6), in a worker thread, in chunks;
+3. under a lock: the duplicate and round/draw checks again with a fresh height (another
+   request or a new block may have arrived meanwhile), then one synced write batch.
+Each ticket's reason is still the first failing check in SPEC §4.1 order.
+
+``run_merchant`` runs this service and the auto-redeemer (``wallet.redeemer``) in one
+nursery; the wallet CLI calls it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from consensus.errors import DecodeError
+from consensus.escrow import (EscrowState, compute_group_of_seqno, compute_round_of_seqno,
+                              compute_t_draw, compute_t_expire)
+from consensus.keys import public_key
+from consensus.params import ChainParams
+from consensus.ticket import TICKET_SIZE, Ticket, verify_ticket_signature
+from wallet.chainview import ChainView, NodeError, RpcChainView
+from wallet.redeemer import DEFAULT_FEE, Redeemer
+from wallet.rpcclient import RpcClient
+from wallet.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
+
+log = logging.getLogger(__name__)
+
+MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
+MAX_BODY_BYTES = MAX_TICKETS_PER_REQUEST * TICKET_SIZE
+MAX_ESCROWS_PER_REQUEST = 64  # distinct escrow ids looked up per request (bounds RPC load)
+VERIFY_CHUNK = 500  # signatures checked per worker-thread call
+CHECKPOINT_EVERY = 256  # tickets pre-checked between event-loop checkpoints
+READ_TIMEOUT = 30  # seconds a client may stay silent mid-request before it is dropped
+
+
+class RequestError(Exception):
+    """A request rejected as a whole; ``status`` is the HTTP status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def check_schedule(params: ChainParams, escrow: EscrowState, seqno: int, t: int) -> str | None:
+    """SPEC §4.1 step 5 at best height ``t``: ``wrong-round``, ``draw-revealed`` or None.
+
+    The ticket's round ``start + seqno // tkt_rate`` must lie in ``cur-1 … cur+1`` with
+    ``cur = t + 1``, and its group's draw must be unrevealed: ``t_draw(g) + 1 > t``.
+    """
+    current = t + 1
+    if not current - 1 <= compute_round_of_seqno(escrow, seqno) <= current + 1:
+        return "wrong-round"
+    if not compute_t_draw(params, escrow, compute_group_of_seqno(escrow, seqno)) + 1 > t:
+        return "draw-revealed"
+    return None
+
+
+def check_ticket(params: ChainParams, escrow: EscrowState | None, merchant: bytes,
+                 ticket: Ticket, t: int, accepted_before: bool) -> str | None:
+    """SPEC §4.1 steps 1–5 in order; the §13 reason of the first failure, or None.
+
+    ``merchant`` is this merchant's 32-byte key; ``accepted_before`` says whether
+    ``(escrow_id, seqno)`` is already stored. Step 6 (the signature) is left to the caller.
+    """
+    if escrow is None:
+        return "unknown-escrow"
+    if escrow.broken:
+        return "escrow-broken"
+    if not (ticket.merchant_index < len(escrow.merchants)
+            and escrow.merchants[ticket.merchant_index] == merchant):
+        return "wrong-merchant"
+    if accepted_before:
+        return "duplicate-ticket"
+    if ticket.seqno >= escrow.N:
+        return "seqno-out-of-range"
+    return check_schedule(params, escrow, ticket.seqno, t)
+
+
+def _verify_chunk(items: list[tuple[Ticket, bytes]], genesis_hash: bytes) -> list[bool]:
+    return [verify_ticket_signature(ticket, owner, genesis_hash) for ticket, owner in items]
+
+
+@dataclass
+class _Candidate:
+    index: int  # position in the request
+    ticket: Ticket
+    escrow: EscrowState
+    raw: bytes  # the ticket's 107 bytes
+
+
+class MerchantService:
+    """SPEC §13 ticket service for the merchant with key ``merchant_pubkey`` (32 bytes).
+
+    ``store`` records accepted tickets; ``view`` supplies the best height and escrow
+    states. ``submit`` is the transport-free core; ``asgi_app`` / ``serve`` put it on HTTP.
+    """
+
+    def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView) -> None:
+        self.merchant_pubkey = merchant_pubkey
+        self._store = store
+        self._view = view
+        self._accept_lock = trio.Lock()
+        self._cpu = trio.CapacityLimiter(1)  # one signature-checking thread at a time
+
+    async def submit(self, body: bytes) -> dict[str, Any]:
+        """Check and durably store a batch of tickets (SPEC §4.1, §13).
+
+        ``body`` is concatenated 107-byte tickets. Returns ``{"accepted": n, "rejected":
+        [{"index": i, "reason": r}, ...]}`` (rejections by index) after the write is
+        synced. Raises ``RequestError`` (400: length not a multiple of 107; 413: more than
+        10 000 tickets) and ``NodeError`` when the node cannot supply the chain state.
+        """
+        if len(body) % TICKET_SIZE:
+            raise RequestError(400, f"body of {len(body)} bytes is not a whole number of "
+                                    f"{TICKET_SIZE}-byte tickets")
+        count = len(body) // TICKET_SIZE
+        if count > MAX_TICKETS_PER_REQUEST:
+            raise RequestError(413, f"{count} tickets; at most {MAX_TICKETS_PER_REQUEST} "
+                                    "per request")
+        params = self._view.params
+        rejected: dict[int, str] = {}
+        candidates: list[_Candidate] = []
+        out_of_range: list[_Candidate] = []
+        escrows: dict[bytes, EscrowState | None] = {}
+        t = await self._view.height()
+        for i in range(count):
+            if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await trio.lowlevel.checkpoint()
+            raw = body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE]
+            try:
+                ticket = Ticket.decode(raw)
+            except DecodeError:
+                rejected[i] = "bad-encoding"
+                continue
+            eid = ticket.escrow_id
+            if eid not in escrows:
+                if len(escrows) >= MAX_ESCROWS_PER_REQUEST:
+                    rejected[i] = "unknown-escrow"
+                    continue
+                escrows[eid] = await self._view.escrow(eid)
+            escrow = escrows[eid]
+            accepted_before = self._store.contains(eid, ticket.seqno)
+            reason = check_ticket(params, escrow, self.merchant_pubkey, ticket, t,
+                                  accepted_before)
+            if reason == "seqno-out-of-range":
+                out_of_range.append(_Candidate(i, ticket, escrow, raw))
+            if reason is not None:
+                rejected[i] = reason
+                continue
+            candidates.append(_Candidate(i, ticket, escrow, raw))
+
+        valid = await self._verify(candidates + out_of_range)
+        await self._keep_evidence(out_of_range, valid[len(candidates):])
+        accepted = await self._accept(params, candidates, valid[:len(candidates)], t, rejected)
+        return {"accepted": accepted,
+                "rejected": [{"index": i, "reason": rejected[i]} for i in sorted(rejected)]}
+
+    async def _verify(self, candidates: list[_Candidate]) -> list[bool]:
+        """SPEC §4.1 step 6 for each candidate, in a worker thread, chunk by chunk."""
+        genesis_hash = self._view.genesis_hash
+        valid: list[bool] = []
+        for start in range(0, len(candidates), VERIFY_CHUNK):
+            items = [(c.ticket, c.escrow.owner) for c in candidates[start:start + VERIFY_CHUNK]]
+            valid += await trio.to_thread.run_sync(_verify_chunk, items, genesis_hash,
+                                                   limiter=self._cpu)
+        return valid
+
+    async def _keep_evidence(self, out_of_range: list[_Candidate], valid: list[bool]) -> None:
+        """Keep signed out-of-range tickets for a CHEAT_PROOF (SPEC §4.1 step 4, §8)."""
+        for cand, ok in zip(out_of_range, valid):
+            if not ok:
+                continue  # unsigned junk proves nothing; keeping it would let anyone fill the disk
+            fresh = await trio.to_thread.run_sync(
+                self._store.add_evidence, EVIDENCE_OUT_OF_RANGE, cand.ticket.escrow_id,
+                cand.ticket.seqno, [cand.raw], f"seqno {cand.ticket.seqno} >= N {cand.escrow.N}")
+            if fresh:
+                log.warning("escrow %s: signed out-of-range ticket seqno %d kept as evidence",
+                            cand.ticket.escrow_id.hex(), cand.ticket.seqno)
+
+    async def _accept(self, params: ChainParams, candidates: list[_Candidate],
+                      valid: list[bool], t: int, rejected: dict[int, str]) -> int:
+        """Phase 3: final duplicate/round/draw checks, then one synced write; the count."""
+        try:
+            t = max(t, await self._view.height())
+        except NodeError as exc:
+            log.info("height refresh failed, keeping the request's snapshot: %s", exc)
+        async with self._accept_lock:
+            new: list[NewTicket] = []
+            taken: set[tuple[bytes, int]] = set()
+            for n, (cand, ok) in enumerate(zip(candidates, valid)):
+                if n % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                    await trio.lowlevel.checkpoint()
+                ticket, escrow = cand.ticket, cand.escrow
+                key = (ticket.escrow_id, ticket.seqno)
+                if key in taken or self._store.contains(*key):
+                    rejected[cand.index] = "duplicate-ticket"
+                    continue
+                reason = check_schedule(params, escrow, ticket.seqno, t)
+                if reason is None and not ok:
+                    reason = "bad-ticket-signature"
+                if reason is not None:
+                    rejected[cand.index] = reason
+                    continue
+                taken.add(key)
+                g = compute_group_of_seqno(escrow, ticket.seqno)
+                new.append(NewTicket(
+                    escrow_id=ticket.escrow_id, seqno=ticket.seqno,
+                    merchant_index=ticket.merchant_index,
+                    round=compute_round_of_seqno(escrow, ticket.seqno), group=g,
+                    t_draw=compute_t_draw(params, escrow, g),
+                    t_expire=compute_t_expire(params, escrow, g), ticket=cand.raw))
+            if new:
+                await trio.to_thread.run_sync(self._store.add_tickets, new)
+        return len(new)
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """``{escrow_id_hex: {held, winning, redeemed, expired, losing, failed, evidence}}``."""
+        return {eid.hex(): counts for eid, counts in self._store.summaries().items()}
+
+    # --- HTTP ------------------------------------------------------------------------
+
+    async def _post_tickets(self, request: Request) -> JSONResponse:
+        try:
+            body = await _read_body(request, MAX_BODY_BYTES)
+            result = await self.submit(body)
+        except RequestError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except NodeError as exc:
+            log.warning("cannot check tickets, node unavailable: %s", exc)
+            return JSONResponse({"error": f"node unavailable: {exc}"}, status_code=503)
+        return JSONResponse(result)
+
+    async def _get_status(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.status())
+
+    def asgi_app(self) -> Starlette:
+        """The Starlette app with ``POST /v1/tickets`` and ``GET /v1/status`` (SPEC §13)."""
+        return Starlette(routes=[
+            Route("/v1/tickets", self._post_tickets, methods=["POST"]),
+            Route("/v1/status", self._get_status, methods=["GET"]),
+        ])
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve HTTP with hypercorn's trio server until cancelled.
+
+        ``port`` 0 picks a free port; ``task_status.started(bound_port)`` reports it.
+        """
+        config = Config()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("wallet.merchant_service.http")
+        config.graceful_timeout = 1.0
+        config.read_timeout = READ_TIMEOUT
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(functools.partial(
+                hypercorn.trio.serve, self.asgi_app(), config))
+            bound = int(binds[0].rsplit(":", 1)[1])
+            log.info("merchant ticket service on %s", binds[0])
+            task_status.started(bound)
+
+    async def run(self, redeemer: Redeemer | None, host: str = "127.0.0.1", port: int = 0, *,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the HTTP service and ``redeemer`` side by side until cancelled.
+
+        ``task_status.started(bound_port)`` once the service listens.
+        """
+        async with trio.open_nursery() as nursery:
+            if redeemer is not None:
+                await nursery.start(redeemer.run)
+            bound = await nursery.start(functools.partial(self.serve, host, port))
+            task_status.started(bound)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes without buffering them."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"body over {limit} bytes ({MAX_TICKETS_PER_REQUEST} tickets)")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body over {limit} bytes "
+                                        f"({MAX_TICKETS_PER_REQUEST} tickets)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(400, "client disconnected") from None
+    return b"".join(chunks)
+
+
+async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: Path | str,
+                       rpc: RpcClient, host: str = "127.0.0.1", port: int = 0, *,
+                       fee: int = DEFAULT_FEE,
+                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7).
+
+    ``store_dir`` is the ticket store's LevelDB directory; ``rpc`` reaches the node;
+    ``fee`` is paid by each REDEEM out of its payout. ``task_status.started(port)`` once
+    listening. Raises ``ValueError`` if the seed does not belong to ``merchant_pubkey``,
+    ``wallet.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
+    cannot be reached at start.
+    """
+    if public_key(merchant_seed) != merchant_pubkey:
+        raise ValueError("merchant seed does not match the merchant public key")
+    view = await RpcChainView.create(rpc)
+    with TicketStore(store_dir) as store:
+        service = MerchantService(merchant_pubkey, store, view)
+        redeemer = Redeemer(merchant_seed, store, view, fee=fee)
+        await service.run(redeemer, host, port, task_status=task_status)
+
