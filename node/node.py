@@ -18,7 +18,7 @@ from consensus.errors import ConsensusError
 from consensus.params import ChainParams
 from consensus.tx import Tx
 from consensus.vdf import compute_vdf
-from node.chain import FAILED, AddResult, AddStatus, Chain, TipChange
+from node.chain import FAILED, HAVE_DATA, AddResult, AddStatus, Chain, TipChange
 from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
@@ -171,7 +171,7 @@ class Node:
 
     def has_block(self, block_hash: bytes) -> bool:
         entry = self.chain.entries.get(block_hash)
-        return entry is not None and bool(entry.status & (2 | FAILED))
+        return entry is not None and bool(entry.status & (HAVE_DATA | FAILED))
 
     def get_block(self, block_hash: bytes) -> bytes | None:
         return self.store.get_block(block_hash)
