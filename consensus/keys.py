@@ -4,6 +4,7 @@ A key is held as its 32-byte seed; the public key is also the account address.
 """
 
 import os
+from functools import lru_cache
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
@@ -18,14 +19,21 @@ def generate_seed() -> bytes:
     return os.urandom(SEED_SIZE)
 
 
+@lru_cache(maxsize=64)
+def _signing_key(seed: bytes) -> SigningKey:
+    # Deriving the key from the seed costs a scalar multiplication; issuing thousands of
+    # tickets with one key should pay it once.
+    return SigningKey(seed)
+
+
 def public_key(seed: bytes) -> bytes:
     """The 32-byte public key (address) of ``seed``."""
-    return SigningKey(seed).verify_key.encode()
+    return _signing_key(bytes(seed)).verify_key.encode()
 
 
 def sign(seed: bytes, message: bytes) -> bytes:
     """Detached 64-byte Ed25519 signature of ``message`` with the key of ``seed``."""
-    return SigningKey(seed).sign(message).signature
+    return _signing_key(bytes(seed)).sign(message).signature
 
 
 def verify(pubkey: bytes, message: bytes, sig: bytes) -> bool:
