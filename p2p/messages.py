@@ -134,7 +134,10 @@ def parse_nonce(payload: object) -> int:
 
 
 def parse_inv(payload: object) -> list[InvItem]:
-    """Check an `inv` / `getdata` / `notfound` payload (≤ 1000 items). Raises ProtocolViolation."""
+    """Check an `inv` / `getdata` / `notfound` payload (≤ 1000 items).
+
+    Raises ProtocolViolation.
+    """
     items = _bounded_list(payload, MAX_INV_ITEMS, "inventory")
     result = []
     for item in items:

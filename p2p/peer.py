@@ -13,7 +13,7 @@ logger = logging.getLogger("p2p")
 
 SEND_QUEUE_FRAMES = 2048  # frames waiting for the writer
 SEND_QUEUE_BYTES = 64 * 1024 * 1024  # bytes waiting for the writer
-KNOWN_INVENTORY = 8192  # hashes remembered per peer
+KNOWN_INVENTORY = 4096  # hashes remembered per peer
 WRITE_TIMEOUT = 60.0  # seconds one frame may take to hand to the kernel
 
 
@@ -71,6 +71,7 @@ class Peer:
         self.height = 0  # best height we believe the peer has
         self.known = KnownSet()
         self.close_reason = ""
+        self.self_connection = False  # the hello carried our own node_nonce
         self.closed = trio.Event()
         self.cancel_scope = trio.CancelScope()
         self._send, self._receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)

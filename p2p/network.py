@@ -1,0 +1,298 @@
+"""The node's peer-to-peer service: listener, outbound dialers, bans, gossip (SPEC §11)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from p2p import messages
+from p2p.bans import BanList
+from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
+from p2p.interface import ChainAccess
+from p2p.messages import MAX_ADDRS
+from p2p.peer import Peer, format_address
+from p2p.session import PeerSession
+
+logger = logging.getLogger("p2p")
+
+RECONNECT_MIN = 0.5  # seconds before the first redial of a lost or failed target
+RECONNECT_MAX = 30.0  # cap of the doubling redial delay
+
+
+def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
+    """(ip, port) of the far end; raises OSError if the socket is already gone."""
+    name = stream.socket.getpeername()
+    return str(name[0]), int(name[1])
+
+
+class Network:
+    """Peer-to-peer networking for one node: run it in the node's nursery.
+
+    Accepts inbound peers on (host, port), keeps each `connect` target connected
+    (redialling with a doubling delay capped at 30 s), runs one task per peer plus its
+    writer, bans misbehaving IPs for `ban_seconds`, and relays inventory announced by
+    the node. SPEC §11.
+    """
+
+    def __init__(
+        self,
+        chain: ChainAccess,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        connect: Sequence[tuple[str, int]] = (),
+        ban_seconds: int = 600,
+        user_agent: str = "microcash/0.1",
+        max_peers: int = 64,
+        handshake_timeout: float = 10,
+        idle_timeout: float = 120,
+    ) -> None:
+        self.chain = chain
+        self.host = host
+        self.port = port  # requested listen port; 0 = any free port
+        self.listen_port = 0  # actual listen port once `run` has started
+        self.node_nonce = secrets.randbits(64)
+        self.ban_seconds = ban_seconds
+        self.user_agent = user_agent
+        self.max_peers = max_peers  # inbound connections are refused beyond this many
+        self.handshake_timeout = handshake_timeout  # seconds, dial + hello
+        self.idle_timeout = idle_timeout  # seconds a peer may stay silent
+        self.bans = BanList()
+        self._targets: list[tuple[str, int]] = []
+        self._target_nonce: dict[tuple[str, int], int] = {}
+        self._peers: dict[int, Peer] = {}  # handshaken peers by id
+        self._by_nonce: dict[int, Peer] = {}
+        self._connections = 0  # open sockets, handshaken or not
+        self._next_peer_id = 0
+        self._nursery: trio.Nursery | None = None
+        for target_host, target_port in connect:
+            self.add_node(target_host, target_port)
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, report the port via `task_status.started(port)`, serve until cancelled.
+
+        Raises OSError if the listen address cannot be bound.
+        """
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        self.listen_port = listeners[0].socket.getsockname()[1]
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(
+                    partial(
+                        trio.serve_listeners,
+                        self._handle_inbound,
+                        listeners,
+                        handler_nursery=nursery,
+                    )
+                )
+                for target in self._targets:
+                    nursery.start_soon(self._maintain_outbound, target)
+                logger.info("p2p listening on %s", format_address(self.host, self.listen_port))
+                task_status.started(self.listen_port)
+        finally:
+            self._nursery = None
+
+    # --- public API for the node ---------------------------------------------------
+
+    def announce_block(self, block_hash: bytes) -> None:
+        """Send `inv` of a block to every peer not known to have it (non-blocking)."""
+        self._announce("block", block_hash)
+
+    def announce_tx(self, txid: bytes) -> None:
+        """Send `inv` of a transaction to every peer not known to have it (non-blocking)."""
+        self._announce("tx", txid)
+
+    def add_node(self, host: str, port: int) -> None:
+        """Keep (host, port) connected from now on, like `--connect` (RPC addnode)."""
+        target = (host, port)
+        if target in self._targets:
+            return
+        self._targets.append(target)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._maintain_outbound, target)
+
+    def peer_info(self) -> list[dict]:
+        """`[{"address": "host:port", "height": int, "inbound": bool}]` for handshaken peers."""
+        return [
+            {"address": peer.address, "height": peer.height, "inbound": peer.inbound}
+            for peer in self._peers.values()
+        ]
+
+    def peer_count(self) -> int:
+        """Number of handshaken peers."""
+        return len(self._peers)
+
+    # --- SessionHost ----------------------------------------------------------------
+
+    def register_peer(self, peer: Peer) -> None:
+        """Record a handshaken peer; close one of two connections to the same node.
+
+        Of two connections to one node_nonce we keep the one dialled by the node with
+        the smaller nonce (both ends agree), else the older one. Raises PeerDisconnect
+        when `peer` is the one to drop.
+        """
+        nonce = peer.node_nonce
+        if nonce is None:
+            raise PeerDisconnect("registering a peer before its hello")
+        if peer.target is not None:
+            self._target_nonce[peer.target] = nonce
+        old = self._by_nonce.get(nonce)
+        if old is not None and old is not peer:
+            if self._dialer_nonce(peer) < self._dialer_nonce(old):
+                old.close("duplicate connection (replaced)")
+            else:
+                raise PeerDisconnect("duplicate connection")
+        self._peers[peer.peer_id] = peer
+        self._by_nonce[nonce] = peer
+
+    def known_addresses(self) -> list[tuple[str, int]]:
+        """Listen addresses of handshaken peers (at most 1000), for `addr`."""
+        seen: list[tuple[str, int]] = []
+        for peer in self._peers.values():
+            address = peer.listen_address
+            if address is not None and address not in seen:
+                seen.append(address)
+        return seen[:MAX_ADDRS]
+
+    # --- internals ------------------------------------------------------------------
+
+    def _dialer_nonce(self, peer: Peer) -> int:
+        if peer.inbound:
+            return peer.node_nonce if peer.node_nonce is not None else 2**64
+        return self.node_nonce
+
+    def _announce(self, kind: str, item_hash: bytes) -> None:
+        frame: bytes | None = None
+        for peer in list(self._peers.values()):
+            if item_hash in peer.known:
+                continue
+            peer.known.add(item_hash)
+            if frame is None:
+                frame = messages.build_inventory("inv", [(kind, item_hash)])
+            peer.send_frame(frame)
+
+    def _unregister(self, peer: Peer) -> None:
+        self._peers.pop(peer.peer_id, None)
+        nonce = peer.node_nonce
+        if nonce is not None and self._by_nonce.get(nonce) is peer:
+            del self._by_nonce[nonce]
+
+    def _peer_for_target(self, target: tuple[str, int]) -> Peer | None:
+        nonce = self._target_nonce.get(target)
+        for peer in self._peers.values():
+            if peer.listen_address == target or (nonce is not None and peer.node_nonce == nonce):
+                return peer
+        return None
+
+    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
+        try:
+            ip, port = _remote_address(stream)
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return
+        if self.bans.is_banned(ip):
+            logger.debug("refusing banned %s", format_address(ip, port))
+            await trio.aclose_forcefully(stream)
+            return
+        if self._connections >= self.max_peers:
+            logger.info("refusing %s: %d connections", format_address(ip, port), self._connections)
+            await trio.aclose_forcefully(stream)
+            return
+        await self._run_connection(stream, ip, port, inbound=True, target=None)
+
+    async def _maintain_outbound(self, target: tuple[str, int]) -> None:
+        host, port = target
+        delay = RECONNECT_MIN
+        while True:
+            existing = self._peer_for_target(target)
+            if existing is not None:
+                await existing.closed.wait()
+                continue
+            banned_for = self.bans.remaining(host)
+            if banned_for > 0:
+                await trio.sleep(min(banned_for, RECONNECT_MAX))
+                continue
+            peer = await self._dial(host, port)
+            if peer is not None and peer.self_connection:
+                logger.info("%s is this node; no longer dialling it", format_address(host, port))
+                self._targets.remove(target)
+                return
+            if peer is not None and peer.hello is not None:
+                delay = RECONNECT_MIN
+            await trio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _dial(self, host: str, port: int) -> Peer | None:
+        try:
+            with trio.fail_after(self.handshake_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            logger.debug("dial %s failed: %r", format_address(host, port), exc)
+            return None
+        try:
+            ip, remote_port = _remote_address(stream)
+        except OSError:
+            await trio.aclose_forcefully(stream)
+            return None
+        if self.bans.is_banned(ip):
+            await trio.aclose_forcefully(stream)
+            return None
+        return await self._run_connection(
+            stream, ip, remote_port, inbound=False, target=(host, port)
+        )
+
+    async def _run_connection(
+        self,
+        stream: trio.SocketStream,
+        ip: str,
+        port: int,
+        *,
+        inbound: bool,
+        target: tuple[str, int] | None,
+    ) -> Peer:
+        self._next_peer_id += 1
+        peer = Peer(self._next_peer_id, stream, ip, port, inbound=inbound, target=target)
+        self._connections += 1
+        try:
+            with peer.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(peer.run_writer)
+                    await self._run_session(peer)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._connections -= 1
+            self._unregister(peer)
+            peer.closed.set()
+            await trio.aclose_forcefully(stream)
+            logger.info("peer %s disconnected: %s", peer.address, peer.close_reason or "closed")
+        return peer
+
+    async def _run_session(self, peer: Peer) -> None:
+        try:
+            await PeerSession(self, peer).run()
+        except ProtocolViolation as exc:
+            self.bans.ban(peer.ip, self.ban_seconds)
+            logger.warning(
+                "peer %s misbehaved (%s): banning %s for %d s",
+                peer.address,
+                exc.reason,
+                peer.ip,
+                self.ban_seconds,
+            )
+            peer.close(f"banned: {exc.reason}")
+        except SelfConnection as exc:
+            peer.self_connection = True
+            peer.close(exc.reason)
+        except PeerDisconnect as exc:
+            peer.close(exc.reason)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            peer.close(f"connection error: {exc!r}")
+        except Exception:
+            # A bug (ours or the node's) ends this peer only, never the node (SPEC §11).
+            logger.exception("peer %s: unexpected error, closing the connection", peer.address)
+            peer.close("internal error")

@@ -1,0 +1,283 @@
+"""One peer's SPEC §11 protocol: handshake, keepalive, headers-first sync, serving, relay."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Protocol
+
+import trio
+
+from p2p import messages
+from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
+from p2p.framing import FrameReader, FrameTooLarge, decode_message
+from p2p.interface import BlockStatus, ChainAccess
+from p2p.messages import (
+    MAX_HEADERS,
+    MAX_LOCATOR_HASHES,
+    PROTOCOL_VERSION,
+    GetHeaders,
+    Headers,
+    Hello,
+    InvItem,
+    WireObject,
+)
+from p2p.peer import Peer
+from p2p.sync import PeerSync
+
+logger = logging.getLogger("p2p")
+
+STALL_FACTOR = 2  # a getheaders/getdata unanswered for this many idle_timeouts drops the peer
+
+
+class SessionHost(Protocol):
+    """What a session needs from the Network that owns it."""
+
+    chain: ChainAccess
+    node_nonce: int
+    listen_port: int
+    user_agent: str
+    handshake_timeout: float
+    idle_timeout: float
+
+    def register_peer(self, peer: Peer) -> None:
+        """Record a peer that finished its handshake; raises PeerDisconnect for duplicates."""
+        ...
+
+    def known_addresses(self) -> list[tuple[str, int]]:
+        """Listen addresses of connected peers, for `addr` replies."""
+        ...
+
+
+class PeerSession:
+    """Runs the protocol on one connection until it ends.
+
+    `run` returns only by raising: PeerDisconnect (close, no ban), ProtocolViolation
+    (close and ban), or a transport error from trio. SPEC §11.
+    """
+
+    def __init__(self, host: SessionHost, peer: Peer) -> None:
+        self._host = host
+        self._chain = host.chain
+        self._peer = peer
+        self._reader = FrameReader(peer.stream)
+        self._sync = PeerSync(stall_timeout=STALL_FACTOR * host.idle_timeout)
+        self._handlers = {
+            "hello": self._on_hello,
+            "ping": self._on_ping,
+            "pong": self._on_pong,
+            "inv": self._on_inv,
+            "getdata": self._on_getdata,
+            "notfound": self._on_notfound,
+            "block": self._on_block,
+            "tx": self._on_tx,
+            "getheaders": self._on_getheaders,
+            "headers": self._on_headers,
+            "getaddr": self._on_getaddr,
+            "addr": self._on_addr,
+        }
+
+    async def run(self) -> None:
+        """Handshake, then serve messages until the connection ends (see class doc)."""
+        self._peer.send_frame(messages.build_hello(self._our_hello()))
+        hello = await self._receive_hello()
+        self._check_hello(hello)
+        self._peer.hello = hello
+        self._peer.height = hello.best_height
+        self._host.register_peer(self._peer)
+        logger.info(
+            "peer %s connected (%s, height %d, %s)",
+            self._peer.address,
+            "inbound" if self._peer.inbound else "outbound",
+            hello.best_height,
+            hello.user_agent,
+        )
+        self._request_headers()
+        await self._message_loop()
+
+    def _our_hello(self) -> Hello:
+        return Hello(
+            protocol_version=PROTOCOL_VERSION,
+            genesis_hash=self._chain.genesis_hash,
+            best_height=self._chain.best_height(),
+            best_hash=self._chain.best_hash(),
+            listen_port=self._host.listen_port,
+            node_nonce=self._host.node_nonce,
+            user_agent=self._host.user_agent,
+        )
+
+    async def _receive_hello(self) -> Hello:
+        body = None
+        with trio.move_on_after(self._host.handshake_timeout):
+            body = await self._reader.read_frame()
+        if body is None:
+            raise PeerDisconnect("handshake timed out")
+        msg_type, payload = decode_message(body)
+        if msg_type != "hello":
+            raise ProtocolViolation(f"message before hello: {msg_type!r}")
+        return messages.parse_hello(payload)
+
+    def _check_hello(self, hello: Hello) -> None:
+        if hello.node_nonce == self._host.node_nonce:
+            raise SelfConnection("connected to ourselves")
+        if hello.genesis_hash != self._chain.genesis_hash:
+            raise PeerDisconnect(f"genesis mismatch ({hello.genesis_hash.hex()[:16]}...)")
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise PeerDisconnect(f"unsupported protocol version {hello.protocol_version}")
+
+    async def _message_loop(self) -> None:
+        idle = self._host.idle_timeout
+        last_heard = trio.current_time()
+        pinged = False
+        while True:
+            idle_deadline = last_heard + (idle if pinged else idle / 2)
+            body = None
+            with trio.move_on_at(min(idle_deadline, self._sync.stall_deadline())):
+                body = await self._reader.read_frame()
+            if body is None:
+                now = trio.current_time()
+                if now >= self._sync.stall_deadline():
+                    raise PeerDisconnect("sync stalled: requested data not delivered")
+                if now >= idle_deadline:
+                    if pinged:
+                        raise PeerDisconnect(f"silent for {idle:g} s")
+                    self._peer.send_frame(messages.build_ping(secrets.randbits(64)))
+                    pinged = True
+                continue
+            msg_type, payload = decode_message(body)
+            handler = self._handlers.get(msg_type)
+            if handler is None:
+                logger.debug("peer %s: ignoring unknown message %r", self._peer.address, msg_type)
+            else:
+                await handler(messages.PARSERS[msg_type](payload))
+            last_heard = trio.current_time()
+            pinged = False
+
+    # --- sync helpers -------------------------------------------------------------
+
+    def _request_headers(self) -> None:
+        if self._sync.headers_outstanding:
+            return
+        self._peer.send_frame(messages.build_getheaders(self._chain.get_locator()))
+        self._sync.headers_requested(trio.current_time())
+
+    def _request_blocks(self) -> None:
+        batch = self._sync.next_requests(self._chain.has_block, trio.current_time())
+        if batch:
+            for block_hash in batch:
+                self._peer.known.add(block_hash)
+            self._peer.send_frame(
+                messages.build_inventory("getdata", [("block", h) for h in batch])
+            )
+        start = self._sync.continue_from
+        if start is not None and self._sync.wants_continuation():
+            self._sync.continue_from = None
+            locator = [start] + [h for h in self._chain.get_locator() if h != start]
+            self._peer.send_frame(messages.build_getheaders(locator[:MAX_LOCATOR_HASHES]))
+            self._sync.headers_requested(trio.current_time())
+
+    def _note_height(self, height: int | None) -> None:
+        if height is not None and height > self._peer.height:
+            self._peer.height = height
+
+    # --- handlers -------------------------------------------------------------------
+
+    async def _on_hello(self, hello: Hello) -> None:
+        logger.debug("peer %s: ignoring repeated hello", self._peer.address)
+
+    async def _on_ping(self, nonce: int) -> None:
+        self._peer.send_frame(messages.build_pong(nonce))
+
+    async def _on_pong(self, nonce: int) -> None:
+        """Any message counts as liveness; nothing else to do."""
+
+    async def _on_inv(self, items: list[InvItem]) -> None:
+        unknown_block = False
+        wanted_txs: list[InvItem] = []
+        for kind, item_hash in items:
+            self._peer.known.add(item_hash)
+            if kind == "block":
+                if not self._chain.has_block(item_hash) and not self._sync.is_tracked(item_hash):
+                    unknown_block = True
+            elif not self._chain.has_tx(item_hash):
+                wanted_txs.append(("tx", item_hash))
+        if unknown_block:
+            self._request_headers()
+        if wanted_txs:
+            self._peer.send_frame(messages.build_inventory("getdata", wanted_txs))
+
+    async def _on_getdata(self, items: list[InvItem]) -> None:
+        missing: list[InvItem] = []
+        for kind, item_hash in items:
+            if kind == "block":
+                raw = self._chain.get_block(item_hash)
+                build = messages.build_block
+            else:
+                raw = self._chain.get_mempool_tx(item_hash)
+                build = messages.build_tx
+            if raw is None:
+                missing.append((kind, item_hash))
+                continue
+            try:
+                frame = build(raw)
+            except FrameTooLarge:
+                logger.warning("%s %s does not fit in a frame", kind, item_hash.hex())
+                missing.append((kind, item_hash))
+                continue
+            self._peer.known.add(item_hash)
+            if not self._peer.send_frame(frame):
+                return
+        if missing:
+            self._peer.send_frame(messages.build_inventory("notfound", missing))
+
+    async def _on_notfound(self, items: list[InvItem]) -> None:
+        for kind, item_hash in items:
+            if kind == "block":
+                self._sync.forget(item_hash)
+        self._request_blocks()
+
+    async def _on_block(self, block: WireObject) -> None:
+        self._note_height(block.height)
+        result = await self._chain.submit_block(block.raw)
+        if result.block_hash:
+            self._peer.known.add(result.block_hash)
+            self._sync.block_received(result.block_hash, trio.current_time())
+        if result.status is BlockStatus.INVALID:
+            raise ProtocolViolation(f"invalid block: {result.reason}")
+        if result.status is BlockStatus.ORPHAN:
+            self._request_headers()
+        self._request_blocks()
+
+    async def _on_tx(self, tx: WireObject) -> None:
+        result = await self._chain.submit_tx(tx.raw)
+        if result.txid:
+            self._peer.known.add(result.txid)
+        if result.invalid:
+            raise ProtocolViolation(f"invalid transaction: {result.reason}")
+        if not result.accepted:
+            logger.debug("peer %s: tx not accepted: %s", self._peer.address, result.reason)
+
+    async def _on_getheaders(self, request: GetHeaders) -> None:
+        headers = self._chain.get_headers_after(request.locator, request.stop_hash, MAX_HEADERS)
+        self._peer.send_frame(messages.build_headers(headers))
+
+    async def _on_headers(self, headers: Headers) -> None:
+        self._sync.headers_received(trio.current_time())
+        if not headers.items:
+            return
+        self._note_height(headers.last_height)
+        result = await self._chain.submit_headers(headers.items)
+        if result.invalid_reason:
+            raise ProtocolViolation(f"invalid headers: {result.invalid_reason}")
+        for block_hash in result.wanted:
+            self._peer.known.add(block_hash)
+        self._sync.add_wanted(result.wanted)
+        if len(headers.items) == MAX_HEADERS and result.last_hash:
+            self._sync.continue_from = result.last_hash
+        self._request_blocks()
+
+    async def _on_getaddr(self, _: None) -> None:
+        self._peer.send_frame(messages.build_addr(self._host.known_addresses()))
+
+    async def _on_addr(self, addresses: list[tuple[str, int]]) -> None:
+        logger.debug("peer %s: %d addresses (not acted on)", self._peer.address, len(addresses))
