@@ -340,7 +340,7 @@ class TestNode:
         for name in ("ports.json", ".cookie"):
             (self.datadir / name).unlink(missing_ok=True)
         self.ports = None
-        self._rpc = None
+        self._set_rpc(None)
         self._last_connect, self._last_mine = peers, mine
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
@@ -349,7 +349,8 @@ class TestNode:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         with open(self.stdio_path, "ab") as stdio:
-            stdio.write(f"==== start {time.strftime('%H:%M:%S')}: {self.command(peers, mine)}\n".encode())
+            banner = f"==== start {time.strftime('%H:%M:%S')}: {self.command(peers, mine)}\n"
+            stdio.write(banner.encode())
             stdio.flush()
             self.process = subprocess.Popen(
                 self.command(peers, mine),
@@ -390,13 +391,17 @@ class TestNode:
             ports = read_ports(self.datadir)
             if ports is None or read_cookie(self.datadir) is None:
                 return None
+            client: RpcClient | None = None
             try:
                 client = RpcClient.from_datadir(self.datadir)
                 info = client.call("getinfo")
             except (RpcConnectionError, RpcError, OSError, ValueError) as error:
                 last_error[:] = [error]
+                if client is not None:
+                    client.close()
                 return None
-            self.ports, self._rpc = ports, client
+            self.ports = ports
+            self._set_rpc(client)
             return info
 
         try:
@@ -406,6 +411,12 @@ class TestNode:
                 raise
             detail = f" (last error: {last_error[0]!r})" if last_error else ""
             raise FrameworkError(f"{error}{detail}\n{self.log_tail(40)}") from None
+
+    def _set_rpc(self, client: RpcClient | None) -> None:
+        """Replace the RPC client, closing the old one's connections."""
+        if self._rpc is not None and self._rpc is not client:
+            self._rpc.close()
+        self._rpc = client
 
     @property
     def rpc(self) -> RpcClient:
@@ -463,7 +474,7 @@ class TestNode:
         if status is None:
             self.kill()
             status = self.returncode
-        self._rpc = None
+        self._set_rpc(None)
         return status
 
     def kill(self) -> None:
@@ -473,7 +484,7 @@ class TestNode:
         if self.process.poll() is None:
             self._signal(signal.SIGKILL)
         self.wait_for_exit(SIGNAL_TIMEOUT)
-        self._rpc = None
+        self._set_rpc(None)
 
     def _signal(self, signum: int) -> None:
         """Send ``signum`` to this node's process group (its own session)."""
@@ -524,6 +535,11 @@ class TestNode:
         """RPC ``getinfo``."""
         return self.rpc.call("getinfo")
 
+    def tx_status(self, txid: str) -> tuple[str, int | None] | None:
+        """``(status, height)`` from RPC ``gettransaction`` (extra fields ignored), or None."""
+        result = self.rpc.call("gettransaction", txid)
+        return None if result is None else (result["status"], result.get("height"))
+
     def peers(self) -> list[dict[str, Any]]:
         """RPC ``getpeerinfo``."""
         return self.rpc.call("getpeerinfo")
@@ -561,7 +577,9 @@ class NodeGroup:
         """Create and start one node, waiting for its RPC."""
         return self.add_node(extra_args).start(connect=connect, mine=mine)
 
-    def start_nodes(self, n: int, connect: str | Sequence[tuple[int, int]] = "chain") -> list[TestNode]:
+    def start_nodes(
+        self, n: int, connect: str | Sequence[tuple[int, int]] = "chain"
+    ) -> list[TestNode]:
         """Start ``n`` new nodes in parallel, wait for their RPC, then connect them.
 
         connect: ``"chain"`` (node i to node i-1), ``"none"``, or explicit pairs of
@@ -662,14 +680,9 @@ def sync_blocks(nodes: Sequence[TestNode], timeout: float = 30.0) -> str:
 def sync_mempools(nodes: Sequence[TestNode], timeout: float = 30.0) -> set[str]:
     """Wait until every node's ``getrawmempool`` holds the same set; return it."""
 
-    def same_pool() -> set[str] | None:
-        pools = [frozenset(node.rpc.call("getrawmempool")) for node in nodes]
-        return set(pools[0]) if all(p == pools[0] for p in pools) else None
+    def same_pool() -> tuple[set[str]] | None:
+        # A 1-tuple stays truthy when the common pool is empty.
+        pools = [set(node.rpc.call("getrawmempool")) for node in nodes]
+        return (pools[0],) if all(p == pools[0] for p in pools) else None
 
-    # An empty common pool is a valid result, so wrap it to stay truthy.
-    result = wait_until(
-        lambda: (lambda pool: [pool] if pool is not None else None)(same_pool()),
-        timeout,
-        description="sync_mempools",
-    )
-    return result[0]
+    return wait_until(same_pool, timeout, description="sync_mempools")[0]

@@ -122,7 +122,7 @@ def test_transfer_mempool_to_block(nodes_factory):
     (block_hash,) = node.rpc.call("generate", 1, test_address(MINER))
     block = node.rpc.call("getblock", block_hash)
     assert block["height"] == 3 and block["txids"][1:] == [txid]
-    assert node.rpc.call("gettransaction", txid) == {"status": "confirmed", "height": 3}
+    assert node.tx_status(txid) == ("confirmed", 3)
     assert node.rpc.call("getrawmempool") == []
     assert node.getinfo()["mempool"] == 0
 

@@ -213,6 +213,28 @@ def test_assert_rpc_error():
         assert_rpc_error("bad-nonce", lambda: 7)
 
 
+def test_make_block_pow_and_shape():
+    """make_block links to its parent, round-trips, and honours valid_pow both ways."""
+    from consensus.block import Block, is_pow_valid
+    from consensus.tx import make_transfer
+    from consensus.vdf import verify_vdf
+
+    genesis_hash = framework.compute_genesis_hash()
+    assert len(genesis_hash) == 32 and genesis_hash == framework.compute_genesis_hash()
+    parent = {"hash": genesis_hash.hex(), "height": 0, "timestamp": framework.GENESIS_TIME}
+    transfer = make_transfer(test_seed(0), genesis_hash, 0, 7, test_pubkey(6), 100)
+    good = framework.make_block(parent, [transfer])
+    bad = framework.make_block(parent, valid_pow=False)
+    for block in (good, bad):
+        assert block.header.height == 1 and block.header.prev_hash == genesis_hash
+        assert Block.decode(block.encode()) == block
+        verify_vdf(genesis_hash, block.header.vdf, list(block.header.vdf_checkpoints), 1000, 2)
+    assert is_pow_valid(good.hash(), good.header.target)
+    assert not is_pow_valid(bad.hash(), bad.header.target)
+    assert good.txs[0].body == [[test_pubkey(9), framework.BLOCK_REWARD + 7]]
+    assert good.txs[1] == transfer
+
+
 # --------------------------------------------------------------------------- processes
 
 
