@@ -1,0 +1,1 @@
+"""The ``microcash-wallet`` commands, one module per topic (see ``wallet.cli``)."""

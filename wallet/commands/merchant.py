@@ -1,0 +1,244 @@
+"""Merchant commands: ``merchant serve`` and ``merchant status`` (SPEC §4.1, §7, §13).
+
+``serve`` runs ``wallet.merchant_service.run_merchant`` (the SPEC §13 ticket service plus
+the auto-redeemer) for one wallet key, with its ticket store in
+``<wallet-dir>/merchants/NAME/store`` and, while it runs, ``service.json`` next to it:
+``{"name", "address", "host", "port", "url", "pid"}``. ``status`` asks the running
+service (``GET /v1/status``) or, when none answers, reads the store directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from wallet.commands.common import (UNITS, WalletContext, WalletError, address_text,
+                                    echo_json, json_option, pass_wallet, progress)
+from wallet.rpcclient import RpcConnectionError, RpcError
+
+STATUS_TIMEOUT = 5.0  # seconds to wait for a running service's /v1/status
+COUNT_NAMES = ("held", "winning", "redeemed", "expired", "losing", "failed", "evidence")
+
+
+@click.group()
+def merchant() -> None:
+    """Run a merchant's ticket service and auto-redeemer, and inspect its tickets."""
+
+
+def merchant_dir(wallet: WalletContext, name: str) -> Path:
+    """``<wallet-dir>/merchants/NAME``: the store and service.json of merchant key NAME."""
+    wallet.key_address(name)  # validates the name and that the key exists
+    return wallet.wallet_dir / "merchants" / name
+
+
+def _write_service_file(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside a (possibly nested) exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, port: int,
+                 fee: int, service_file: Path, name: str, listening: list[int]) -> None:
+    """Run the merchant until SIGINT/SIGTERM; service.json exists while it listens.
+
+    The bound port is appended to ``listening`` once the service is up.
+    """
+    import trio
+
+    from wallet.merchant_service import run_merchant
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(partial(run_merchant, seed, pubkey, store, rpc, host,
+                                                port, fee=fee))
+            listening.append(bound)
+            url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+            _write_service_file(service_file, {"name": name, "address": address_text(pubkey),
+                                               "host": host, "port": bound, "url": url,
+                                               "pid": os.getpid()})
+            click.echo(f"merchant {name} ({address_text(pubkey)}) serving tickets at {url}")
+            click.echo(f"store {store}; Ctrl-C or SIGTERM stops it")
+            sys.stdout.flush()
+            async for signum in signals:
+                progress(f"received {signal.Signals(signum).name}, stopping")
+                nursery.cancel_scope.cancel()
+                break
+
+
+@merchant.command("serve")
+@click.argument("name")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the ticket service listens on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TCP port; 0 picks a free one. The bound port is written to "
+                   "<wallet-dir>/merchants/NAME/service.json.")
+@click.option("--fee", type=UNITS, default=0, show_default=True,
+              help="Fee in UNITS each REDEEM pays the miner, out of its payout.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              default="INFO", show_default=True, help="Log level of the stderr log.")
+@pass_wallet
+def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
+                   log_level: str) -> None:
+    """Accept tickets for the wallet key NAME and redeem its winners automatically.
+
+    Serves POST /v1/tickets and GET /v1/status (SPEC §13) and, beside it, claims every
+    winning ticket inside its redeem window (t_draw+1 ... t_expire). Needs the node
+    (--datadir). Runs until Ctrl-C or SIGTERM.
+    """
+    import trio
+
+    from wallet.chainview import NodeError
+    from wallet.ticketstore import StoreError
+
+    directory = merchant_dir(wallet, name)
+    pubkey = wallet.key_address(name)
+    seed = wallet.load_seed(name)
+    rpc = wallet.rpc()
+    wallet.info()  # fail fast, with a clear message, if the node is not there
+    directory.mkdir(parents=True, exist_ok=True)
+    service_file = directory / "service.json"
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
+    listening: list[int] = []
+    try:
+        trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee,
+                 service_file, name, listening)
+    except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
+        leaves = _leaves(exc)
+        for leaf in leaves:
+            if isinstance(leaf, OSError):
+                if listening:
+                    raise WalletError(f"merchant {name} stopped: {leaf}") from None
+                raise WalletError(f"cannot listen on {host}:{port}: {leaf}") from None
+            if isinstance(leaf, NodeError):
+                raise WalletError(f"cannot use the node: {leaf}") from None
+            if isinstance(leaf, StoreError):
+                raise WalletError(f"{leaf}\n(is another `merchant serve {name}` running?)"
+                                  ) from None
+            if isinstance(leaf, ValueError):
+                raise WalletError(str(leaf)) from None
+        if len(leaves) == 1 and leaves[0] is not exc:
+            raise leaves[0] from None
+        raise
+    finally:
+        _remove_own_service_file(service_file)
+        rpc.close()
+    progress(f"merchant {name} stopped")
+
+
+def _remove_own_service_file(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _ask_service(service_file: Path) -> tuple[dict[str, Any], str] | None:
+    """``(counts per escrow, url)`` from the running service, or None if none answers."""
+    try:
+        info = json.loads(service_file.read_text())
+        url = str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        response = httpx.get(url.rstrip("/") + "/v1/status", timeout=STATUS_TIMEOUT)
+        counts = response.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if response.status_code != 200 or not isinstance(counts, dict):
+        return None
+    return counts, url
+
+
+def _read_store(store: Path) -> dict[str, Any]:
+    from wallet.ticketstore import StoreError, TicketStore
+
+    if not store.is_dir():
+        return {}
+    try:
+        with TicketStore(store) as ts:
+            return {eid.hex(): counts for eid, counts in ts.summaries().items()}
+    except StoreError as exc:
+        raise WalletError(f"{exc}\n(is `merchant serve` running without answering on its "
+                          "service.json URL?)") from None
+
+
+def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
+    """beta per escrow: asked from the node when one is given, else remembered ones."""
+    known = wallet.db.betas()
+    fresh = {}
+    if wallet.node_configured():
+        try:
+            for eid in escrow_ids:
+                found = wallet.call("getescrow", eid)
+                if found is not None:
+                    fresh[eid] = int(found["beta"])
+        except (RpcConnectionError, RpcError):
+            pass  # the counts are still worth showing; units use what is remembered
+    if any(known.get(eid) != beta for eid, beta in fresh.items()):
+        wallet.db.remember_betas(fresh)
+    return {**known, **fresh}
+
+
+@merchant.command("status")
+@click.argument("name")
+@json_option
+@pass_wallet
+def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
+    """Held / winning / redeemed / expired ticket counts per escrow of merchant NAME.
+
+    Asks the running `merchant serve` (GET /v1/status via service.json), else reads the
+    store. Units redeemed = redeemed tickets x beta, before REDEEM fees; beta comes from
+    the node (--datadir) or from what this wallet saw before, '?' if neither knows.
+    """
+    directory = merchant_dir(wallet, name)
+    asked = _ask_service(directory / "service.json")
+    if asked is not None:
+        counts, source = asked
+    else:
+        counts, source = _read_store(directory / "store"), "store"
+    betas = _betas(wallet, sorted(counts))
+    escrows, total, complete = {}, 0, True
+    for eid, row in sorted(counts.items()):
+        beta = betas.get(eid)
+        units = None if beta is None else beta * int(row.get("redeemed", 0))
+        if units is None:
+            complete = False
+        else:
+            total += units
+        escrows[eid] = {**{k: int(row.get(k, 0)) for k in COUNT_NAMES}, "beta": beta,
+                        "units_redeemed": units}
+    if as_json:
+        echo_json({"merchant": name, "address": address_text(wallet.key_address(name)),
+                   "source": source, "escrows": escrows,
+                   "units_redeemed": total if complete else None})
+        return
+    click.echo(f"merchant {name} ({address_text(wallet.key_address(name))}), from {source}")
+    if not escrows:
+        click.echo("no tickets yet")
+    for eid, row in escrows.items():
+        counts_text = ", ".join(f"{row[k]} {k}" for k in COUNT_NAMES)
+        units = "?" if row["units_redeemed"] is None else row["units_redeemed"]
+        click.echo(f"{eid}: {counts_text}; {units} units redeemed")
+    click.echo(f"total redeemed: {total if complete else str(total) + '+?'} units")

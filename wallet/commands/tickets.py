@@ -1,0 +1,167 @@
+"""Ticket commands: ``ticket issue`` and ``ticket send`` (SPEC §3.2, §4, §13).
+
+Issuing goes through ``wallet.issuer.TicketIssuer`` with its state in
+``<wallet-dir>/issuer``: the seqno high-water mark is on disk (fsynced) before any
+ticket is signed, so a seqno is never handed out twice, even across crashes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from consensus.address import encode_address
+from consensus.escrow import EscrowState
+from consensus.ticket import Ticket
+from wallet.commands.common import (ESCROW_ID, WalletContext, WalletError, echo_json,
+                                    json_option, pass_wallet)
+from wallet.issuer import TicketIssuer, TicketSendError, read_tickets, send_tickets, write_tickets
+
+
+@click.group()
+def ticket() -> None:
+    """Issue lottery tickets to merchants (customer side)."""
+
+
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{url!r} is not an http(s) URL of a merchant service, "
+                                 "e.g. http://127.0.0.1:8500", param_hint="--to")
+    return url
+
+
+def _summary(reply: dict[str, Any]) -> dict[str, Any]:
+    reasons = Counter(r["reason"] for r in reply["rejected"])
+    return {"accepted": reply["accepted"], "rejected": reply["rejected"],
+            "rejected_reasons": dict(reasons)}
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    text = f"merchant accepted {summary['accepted']}"
+    if summary["rejected"]:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary["rejected_reasons"].items()))
+        text += f", rejected {len(summary['rejected'])} ({reasons})"
+    return text
+
+
+def _deliver(wallet: WalletContext, url: str, tickets: list[Ticket], eid: str) -> dict[str, Any]:
+    """POST tickets; on failure keep them in ``<wallet-dir>/undelivered/`` and say so."""
+    try:
+        return _summary(send_tickets(url, tickets))
+    except TicketSendError as exc:
+        keep = wallet.wallet_dir / "undelivered"
+        keep.mkdir(parents=True, exist_ok=True)
+        path = keep / f"{eid}-{tickets[0].seqno}-{tickets[-1].seqno}.tkt"
+        write_tickets(path, tickets)
+        raise WalletError(f"{exc}\nthe {len(tickets)} tickets were issued and saved in {path}; "
+                          f"retry with `ticket send {path} --to URL` while their round is "
+                          "current") from None
+
+
+@ticket.command("issue")
+@click.argument("sender", metavar="FROM")
+@click.argument("escrow_id", type=ESCROW_ID)
+@click.option("--merchant", metavar="NAME|ADDRESS",
+              help="The merchant to pay (its position in the escrow gives merchant_index).")
+@click.option("--merchant-index", type=click.IntRange(0, 2**16 - 1),
+              help="The merchant's index in the escrow's merchant list instead.")
+@click.option("--count", type=click.IntRange(min=1), required=True,
+              help="Tickets wanted; fewer are issued if the round has fewer left.")
+@click.option("--to", "url", metavar="URL",
+              help="Merchant service base URL; tickets are POSTed to URL/v1/tickets.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the tickets to this new file instead (107 bytes each).")
+@json_option
+@pass_wallet
+def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: str | None,
+                 merchant_index: int | None, count: int, url: str | None, out: Path | None,
+                 as_json: bool) -> None:
+    """Issue COUNT tickets of ESCROW_ID, owned by the wallet key FROM, to one merchant.
+
+    The seqnos come from the current round (node height + 1): round r carries seqnos
+    [(r - start) x tkt_rate, (r - start + 1) x tkt_rate), and the issuer continues after
+    the last one handed out. Prints the seqno range and the merchant's accept/reject
+    summary (SPEC §13), or the file written.
+    """
+    if (merchant is None) == (merchant_index is None):
+        raise click.UsageError("give exactly one of --merchant or --merchant-index")
+    if (url is None) == (out is None):
+        raise click.UsageError("give exactly one of --to URL or --out FILE")
+    if url is not None:
+        _check_url(url)
+    if out is not None:
+        if out.exists():
+            raise click.BadParameter(f"{out} exists; choose a new file", param_hint="--out")
+        if not out.parent.is_dir():
+            raise click.BadParameter(f"directory {out.parent} does not exist", param_hint="--out")
+    found = wallet.call("getescrow", escrow_id)
+    if found is None:
+        raise WalletError(f"escrow {escrow_id} is unknown to the node (not mined yet, or "
+                          "already refunded)")
+    escrow = EscrowState.from_rpc(found)
+    if merchant is not None:
+        pubkey = wallet.resolve_address(merchant, "--merchant")
+        if pubkey not in escrow.merchants:
+            raise click.BadParameter(f"{encode_address(pubkey)} is not a merchant of this "
+                                     "escrow", param_hint="--merchant")
+        merchant_index = escrow.merchants.index(pubkey)
+    elif merchant_index >= len(escrow.merchants):
+        raise click.BadParameter(f"the escrow has {len(escrow.merchants)} merchants "
+                                 f"(indexes 0-{len(escrow.merchants) - 1})",
+                                 param_hint="--merchant-index")
+    if escrow.owner != wallet.key_address(sender):
+        raise WalletError(f"key {sender!r} does not own escrow {escrow_id}; its tickets "
+                          "would not verify")
+    seed = wallet.load_seed(sender)
+    genesis = wallet.genesis_hash()
+    current_round = wallet.height() + 1
+    with TicketIssuer(wallet.wallet_dir / "issuer") as issuer:
+        tickets = issuer.issue(seed, genesis, escrow, bytes.fromhex(escrow_id),
+                               merchant_index, count, current_round)
+    result: dict[str, Any] = {
+        "escrow_id": escrow_id, "merchant_index": merchant_index,
+        "merchant": encode_address(escrow.merchants[merchant_index]), "round": current_round,
+        "requested": count, "count": len(tickets), "seqno_first": tickets[0].seqno,
+        "seqno_last": tickets[-1].seqno}
+    if out is not None:
+        write_tickets(out, tickets)
+        result["out"] = str(out)
+    else:
+        result["to"] = url
+        result.update(_deliver(wallet, url, tickets, escrow_id))
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"issued {len(tickets)} ticket(s) (of {count} asked), seqnos "
+               f"{tickets[0].seqno}-{tickets[-1].seqno} of round {current_round}, to "
+               f"merchant {merchant_index} ({result['merchant']})")
+    click.echo(f"written to {out}" if out is not None else _summary_text(result))
+
+
+@ticket.command("send")
+@click.argument("path", metavar="TICKET_FILE",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--to", "url", metavar="URL", required=True,
+              help="Merchant service base URL; tickets are POSTed to URL/v1/tickets.")
+@json_option
+def ticket_send(path: Path, url: str, as_json: bool) -> None:
+    """POST the tickets of TICKET_FILE (concatenated 107-byte tickets) to a merchant.
+
+    For tickets written with `ticket issue --out` or kept after a failed delivery; the
+    merchant accepts them only while their round is current (SPEC §4.1).
+    """
+    _check_url(url)
+    try:
+        tickets = read_tickets(path)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="TICKET_FILE") from None
+    if not tickets:
+        raise click.BadParameter(f"{path} holds no tickets", param_hint="TICKET_FILE")
+    summary = _summary(send_tickets(url, tickets))
+    if as_json:
+        echo_json({"to": url, "count": len(tickets), **summary})
+    else:
+        click.echo(f"sent {len(tickets)} ticket(s): {_summary_text(summary)}")
