@@ -243,11 +243,16 @@ def process_refunds(ctx: TxContext, view: StateView) -> None:
 
 # ---- blocks (SPEC §10) -----------------------------------------------------------------
 
+def verify_block_size(params: ChainParams, size: int) -> None:
+    """SPEC §10's first check: the encoded block is at most ``max_block_bytes``
+    (``bad-blk-length``)."""
+    if size > params.max_block_bytes:
+        raise ConsensusError("bad-blk-length", f"{size} bytes")
+
+
 def verify_block_body(params: ChainParams, block: Block, block_hash: bytes) -> None:
-    """Size, VDF and tx_root (SPEC §10). Raises bad-blk-length, bad-vdf,
-    bad-txnmrklroot, bad-txns-duplicate, bad-cb-missing."""
-    if len(block.encode()) > params.max_block_bytes:
-        raise ConsensusError("bad-blk-length")
+    """VDF, tx_root and unique txids (SPEC §10, after the header checks). Raises
+    bad-vdf, bad-txnmrklroot, bad-txns-duplicate, bad-coinbase (no transactions)."""
     header = block.header
     verify_vdf(header.prev_hash, header.vdf, list(header.vdf_checkpoints),
                params.vdf_iterations, params.vdf_checkpoints)
@@ -277,6 +282,7 @@ def apply_block(params: ChainParams, view: StateView, block: Block, block_hash: 
 def connect_block(params: ChainParams, view: Overlay, block: Block, header_ctx: HeaderContext,
                   genesis_hash: bytes) -> None:
     """All checks of SPEC §10 in order, applying the block into ``view``."""
+    verify_block_size(params, len(block.encode()))
     verify_header(params, block.header, header_ctx)
     block_hash = block.hash()
     verify_block_body(params, block, block_hash)

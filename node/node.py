@@ -16,6 +16,7 @@ import trio
 from consensus.block import Block, Header
 from consensus.errors import ConsensusError
 from consensus.params import ChainParams
+from consensus.transition import verify_block_size
 from consensus.tx import Tx
 from consensus.vdf import compute_vdf
 from node.chain import FAILED, HAVE_DATA, AddResult, AddStatus, Chain, TipChange
@@ -124,6 +125,7 @@ class Node:
     async def process_block(self, raw: bytes) -> AddResult:
         """Check, store and (if best) connect a block given as bytes (SPEC §10)."""
         try:
+            verify_block_size(self.params, len(raw))
             block = Block.decode(raw)
         except ConsensusError as exc:
             return AddResult(AddStatus.INVALID, b"", exc.reason)
