@@ -25,4 +25,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .devnet build *.egg-info
+	rm -rf $(VENV) .devnet .devnet-demo build *.egg-info

@@ -29,6 +29,7 @@ from consensus.errors import DecodeError
 from consensus.escrow import EscrowState, compute_seqno_range
 from consensus.keys import public_key
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
+from wallet.durable import replace_durably
 
 MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
 SEND_TIMEOUT = 60.0  # seconds per POST to a merchant service
@@ -185,18 +186,7 @@ def send_tickets(url: str, tickets: Sequence[Ticket], *, timeout: float = SEND_T
 
 def write_tickets(path: Path | str, tickets: Sequence[Ticket]) -> None:
     """Write tickets as concatenated 107-byte records (SPEC §4), atomically and fsynced."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(b"".join(t.encode() for t in tickets))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_durably(Path(path), b"".join(t.encode() for t in tickets), mode=0o644)
 
 
 def read_tickets(path: Path | str) -> list[Ticket]:

@@ -25,6 +25,8 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
+from wallet.durable import fsync_dir, write_synced
+
 log = logging.getLogger("wallet.keystore")
 
 SEED_SIZE = 32  # bytes, an Ed25519 seed
@@ -210,23 +212,12 @@ def _write_new_file(path: Path, data: bytes) -> None:
     the name was taken meanwhile) and the directory fsynced.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
             raise KeystoreError(f"key {path.stem!r} already exists") from None
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wallet.durable import replace_durably
+
 FILE_VERSION = 1
 _MAX_FILE_BYTES = 64 * 1024 * 1024  # far above any real wallet; guards against junk files
 
@@ -131,25 +133,10 @@ class WalletDB:
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
         try:
-            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.wallet_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            replace_durably(self.path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise WalletDBError(f"cannot write {self.path}: {exc}") from None
 
     @contextmanager
