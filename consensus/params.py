@@ -37,6 +37,8 @@ class ChainParams:
         for addr, amount in outputs:
             if len(addr) != 32 or not 0 < amount < 2**63:
                 raise ValueError("premine entries must be (32-byte address, 0 < amount < 2^63)")
+        if sum(amount for _, amount in outputs) >= 2**63:
+            raise ValueError("the premine must total less than 2^63 units (SPEC §0)")
         return replace(self, genesis_time=int(genesis_time), premine=outputs)
 
 
