@@ -172,7 +172,9 @@ class Scenario:
         held: dict[int, set[int]] = {0: set(), 1: set()}
         seed = dev_seed("customer")
         for r in range(escrow.start, escrow.start + escrow.l_esc):
-            self.wait_height(r - 1, f"round {r}")
+            # Round r's tickets go out once round r-1 is current: merchants accept rounds
+            # cur-1 ... cur+1 (SPEC §4.1), so they stay acceptable for three blocks.
+            self.wait_height(r - 2, f"round {r}")
             for index, merchant in enumerate(self.merchants):
                 tickets = issuer.issue(seed, self.genesis_hash, escrow, escrow_id, index,
                                        escrow.tkt_rate // 2, r)
@@ -189,9 +191,10 @@ class Scenario:
                          f"{' (' + reasons + ')' if reasons else ''}")
         return held
 
-    def cheat(self, escrow_id: bytes, escrow: EscrowState) -> None:
-        """The cheater gives seqno 0 to both merchants; merchant-a proves it on chain."""
-        self.wait_height(escrow.start - 1, "cheater's first round")
+    def cheat(self, escrow_id: bytes, escrow: EscrowState) -> str:
+        """The cheater gives seqno 0 to both merchants; merchant-a submits the proof.
+        Returns the CHEAT_PROOF's txid."""
+        self.wait_height(escrow.start - 2, "cheater's first round")
         seed = dev_seed("cheater")
         ticket_a = sign_ticket(seed, self.genesis_hash, escrow_id, 0, 0)
         ticket_b = sign_ticket(seed, self.genesis_hash, escrow_id, 1, 0)
@@ -201,8 +204,7 @@ class Scenario:
         proof = make_cheat_proof(dev_seed("merchant-a"), self.genesis_hash, 0, ticket_a, ticket_b)
         txid = self.merchant_rpc.sendrawtransaction(proof.encode().hex())
         self.say(f"merchant-a: CHEAT_PROOF {txid[:16]}… (two tickets with seqno 0)")
-        wait_until(lambda: (self.customer_rpc.gettransaction(txid) or {}).get("status")
-                   == "confirmed", 60, "the cheat proof to confirm")
+        return txid
 
     def show_draws(self, escrow_id: bytes, escrow: EscrowState) -> dict[int, list[int]]:
         """Wait for and print every draw; check exactly k distinct in-range winners."""
@@ -256,8 +258,10 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
         f"t_refund {esc_c.t_refund}")
     say(f"cheater escrow {eid_x.hex()[:16]}…: start {esc_x.start}, t_refund {esc_x.t_refund}")
     with TicketIssuer(root / "issuer") as issuer:
-        s.cheat(eid_x, esc_x)
+        cheat_txid = s.cheat(eid_x, esc_x)
         held = s.issue_rounds(issuer, eid_c, esc_c)
+    wait_until(lambda: (s.customer_rpc.gettransaction(cheat_txid) or {}).get("status")
+               == "confirmed", 60, "the cheat proof to confirm")
     burned = s.customer_rpc.getinfo()["burned"]
     s.facts.check(burned == esc_x.penalty_balance,
                   f"cheater's penalty burned: {burned} units (penalty {esc_x.penalty_balance})")

@@ -67,7 +67,7 @@ class ChainView(Protocol):
     genesis_hash: bytes
     params: ChainParams
 
-    async def height(self) -> int:
+    async def height(self, fresh: bool = False) -> int:
         """Best block height ``t`` (the current round is ``t + 1``)."""
         ...
 
@@ -220,9 +220,11 @@ class RpcChainView:
         self._height_at = time.monotonic()
         return value
 
-    async def height(self) -> int:
-        """Best height, re-read from ``getinfo`` at most every ``height_ttl`` seconds."""
-        if self._height is not None and time.monotonic() - self._height_at < self._height_ttl:
+    async def height(self, fresh: bool = False) -> int:
+        """Best height, re-read from ``getinfo`` at most every ``height_ttl`` seconds, or
+        now when ``fresh`` (a merchant judges each ticket request by the current tip)."""
+        if (not fresh and self._height is not None
+                and time.monotonic() - self._height_at < self._height_ttl):
             return self._height
         info = await self._call("getinfo")
         if not isinstance(info, dict):

@@ -143,7 +143,7 @@ class MerchantService:
         candidates: list[_Candidate] = []
         out_of_range: list[_Candidate] = []
         escrows: dict[bytes, EscrowState | None] = {}
-        t = await self._view.height()
+        t = await self._view.height(fresh=True)
         for i in range(count):
             if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
                 await trio.lowlevel.checkpoint()
@@ -202,7 +202,7 @@ class MerchantService:
                       valid: list[bool], t: int, rejected: dict[int, str]) -> int:
         """Phase 3: final duplicate/round/draw checks, then one synced write; the count."""
         try:
-            t = max(t, await self._view.height())
+            t = max(t, await self._view.height(fresh=True))
         except NodeError as exc:
             log.info("height refresh failed, keeping the request's snapshot: %s", exc)
         async with self._accept_lock:

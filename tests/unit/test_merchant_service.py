@@ -59,7 +59,7 @@ class FakeChain:
         self.reject = lambda tx: None  # -> reject reason or None
         self.down = False
 
-    async def height(self):
+    async def height(self, fresh=False):
         return self.tip
 
     async def escrow(self, escrow_id):
