@@ -16,7 +16,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +32,7 @@ from consensus.tx import make_cheat_proof, make_escrow_create
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
 from wallet.issuer import TicketIssuer, send_tickets
-from wallet.rpcclient import RpcClient
+
 
 WARMUP_HEIGHT = 21          # two retarget windows: block time has settled near 2 s
 MERCHANTS = ("merchant-a", "merchant-b")

@@ -160,32 +160,41 @@ class Node:
 
     # -- ChainAccess (p2p) ---------------------------------------------------------------
     def best_height(self) -> int:
+        """ChainAccess: height of the connected tip."""
         return self.chain.height
 
     def best_hash(self) -> bytes:
+        """ChainAccess: hash of the connected tip."""
         return self.chain.tip.hash
 
     def get_locator(self) -> list[bytes]:
+        """ChainAccess: block locator of the best chain (SPEC §11)."""
         return self.chain.get_locator()
 
     def get_headers_after(self, locator: list[bytes], stop_hash: bytes, limit: int) -> list[bytes]:
+        """ChainAccess: encoded main-chain headers after the locator's fork point."""
         return [h.encode() for h in self.chain.get_headers_after(locator, stop_hash, limit)]
 
     def has_block(self, block_hash: bytes) -> bool:
+        """ChainAccess: whether the block is stored (or known invalid)."""
         entry = self.chain.entries.get(block_hash)
         return entry is not None and bool(entry.status & (HAVE_DATA | FAILED))
 
     def get_block(self, block_hash: bytes) -> bytes | None:
+        """ChainAccess: canonical bytes of a stored block."""
         return self.store.get_block(block_hash)
 
     def has_tx(self, txid: bytes) -> bool:
+        """ChainAccess: whether the tx is pooled or confirmed."""
         return txid in self.mempool or self.store.get_tx_height(txid) is not None
 
     def get_mempool_tx(self, txid: bytes) -> bytes | None:
+        """ChainAccess: canonical bytes of a pooled tx."""
         tx = self.mempool.get(txid)
         return None if tx is None else tx.encode()
 
     async def submit_headers(self, headers: list[bytes]) -> HeadersResult:
+        """ChainAccess: index headers (headers-first sync); which blocks to fetch."""
         last_entry, last_hash = None, None
         for raw in headers:
             try:
@@ -204,10 +213,12 @@ class Node:
         return HeadersResult(wanted, last_hash)
 
     async def submit_block(self, block: bytes) -> BlockResult:
+        """ChainAccess: process a block from a peer (SPEC §10)."""
         result = await self.process_block(block)
         return BlockResult(_STATUS[result.status], result.block_hash, result.reason)
 
     async def submit_tx(self, tx: bytes) -> TxResult:
+        """ChainAccess: offer a peer's tx to the mempool; ``invalid`` only for stateless failures."""
         try:
             decoded = Tx.decode(tx)
         except ConsensusError as exc:

@@ -48,6 +48,7 @@ def make_methods(node: "Node") -> dict[str, Callable]:
     chain, store = node.chain, node.store
 
     def getinfo() -> dict:
+        """SPEC §12: chain, height, best_hash, genesis_hash, peers, mempool, target, burned (+ supply)."""
         return {"chain": node.params.name, "height": chain.height,
                 "best_hash": chain.tip.hash.hex(), "genesis_hash": node.genesis_hash.hex(),
                 "peers": node.network.peer_count(), "mempool": len(node.mempool),
@@ -55,11 +56,13 @@ def make_methods(node: "Node") -> dict[str, Callable]:
                 "burned": get_burned(store.state), "supply": get_issued(store.state)}
 
     def getblockhash(height: int) -> str:
+        """SPEC §12: main-chain block hash at ``height``."""
         if not 0 <= height <= chain.height:
             raise RpcError(RPC_INVALID_PARAMETER, "block height out of range")
         return chain.main[height].hex()
 
     def getblock(hash_or_height) -> dict:
+        """SPEC §12: header fields by name plus hash, size, txids (by hash or height)."""
         if isinstance(hash_or_height, int) and not isinstance(hash_or_height, bool):
             block_hash = bytes.fromhex(getblockhash(hash_or_height))
         elif isinstance(hash_or_height, str):
@@ -81,15 +84,18 @@ def make_methods(node: "Node") -> dict[str, Callable]:
                 "in_best_chain": entry is not None and chain.is_on_main(entry)}
 
     def getaccount(address: str) -> dict:
+        """SPEC §12: ``{address, balance, nonce}`` (balance in units)."""
         addr = parse_address(address)
         acct = get_account(store.state, addr)
         return {"address": encode_address(addr), "balance": acct.balance, "nonce": acct.nonce}
 
     def getescrow(escrow_id: str) -> dict | None:
+        """SPEC §12: escrow state (§3.2) plus N and groups, or null."""
         escrow = get_escrow(store.state, parse_hash(escrow_id, "escrow_id"))
         return None if escrow is None else {"escrow_id": escrow_id.lower(), **escrow.to_json()}
 
     def getdraw(escrow_id: str, group: int) -> dict:
+        """SPEC §12: ``{t_draw, vdf, winners}`` of a group; ``draw-not-ready`` before t_draw + 1."""
         eid = parse_hash(escrow_id, "escrow_id")
         escrow = get_escrow(store.state, eid)
         if escrow is None:
@@ -104,10 +110,12 @@ def make_methods(node: "Node") -> dict[str, Callable]:
                 "winners": winners}
 
     def getredeemed(escrow_id: str) -> list:
+        """SPEC §12: ``[[seqno, merchant_index, height], ...]``; [] once refunded."""
         eid = parse_hash(escrow_id, "escrow_id")
         return [[s, m, h] for s, m, h in iter_redeemed(store.state, eid)]
 
     def sendrawtransaction(hex_tx: str) -> str:
+        """SPEC §12: validate and pool a hex transaction; its txid or the reject reason."""
         try:
             raw = bytes.fromhex(hex_tx)
         except (ValueError, TypeError):
@@ -119,6 +127,7 @@ def make_methods(node: "Node") -> dict[str, Callable]:
             raise RpcError(RPC_VERIFY_REJECTED, exc.reason) from None
 
     def gettransaction(txid: str) -> dict | None:
+        """SPEC §12: ``{status, height?}`` (+ block_hash, confirmations) or null."""
         tid = parse_hash(txid, "txid")
         if tid in node.mempool:
             return {"status": "mempool"}
@@ -129,12 +138,15 @@ def make_methods(node: "Node") -> dict[str, Callable]:
                 "confirmations": chain.height - height + 1}
 
     def getrawmempool() -> list:
+        """SPEC §12: pooled txids in acceptance order."""
         return [t.hex() for t in node.mempool.txids()]
 
     def getpeerinfo() -> list:
+        """SPEC §12: ``[{address, height, inbound}, ...]``."""
         return node.network.peer_info()
 
     def addnode(hostport: str) -> bool:
+        """SPEC §12: keep a connection to ``"host:port"``."""
         host, sep, port = hostport.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("expected host:port")
@@ -142,15 +154,18 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         return True
 
     async def generate(n: int, address: str) -> list:
+        """SPEC §12: mine ``n`` blocks now, paying ``address``; their hashes."""
         if not 0 < n <= 10_000:
             raise ValueError("n must be in 1..10000")
         return [h.hex() for h in await node.generate(n, parse_address(address))]
 
     def getstatehash() -> dict:
+        """SPEC §12: hash over the whole consensus state, for comparing nodes."""
         return {"height": chain.height, "best_hash": chain.tip.hash.hex(),
                 "state_hash": compute_state_hash(store.state).hex()}
 
     def stop() -> bool:
+        """SPEC §12: answer true, then shut down cleanly."""
         node.request_stop()
         return True
 

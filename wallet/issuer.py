@@ -16,7 +16,6 @@ Key layout: ``n`` escrow_id(32) -> next unissued seqno (8 bytes, big-endian).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
