@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from consensus.address import encode_address
+from consensus.genesis import genesis_document
 from devnet.keys import DEV_KEY_NAMES, dev_address, dev_premine, dev_seed
-from node.genesis import write_genesis
 from wallet.keystore import Keystore
 from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError
 
@@ -105,7 +105,8 @@ class Devnet:
         """Write genesis and the development wallet, once per devnet directory."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.genesis_path.exists():
-            write_genesis(self.genesis_path, self.chain, int(time.time()), dev_premine())
+            document = genesis_document(self.chain, int(time.time()), dev_premine())
+            self.genesis_path.write_text(json.dumps(document, indent=2) + "\n")
         store = Keystore(self.wallet_dir)
         for name in DEV_KEY_NAMES:
             if not store.has(name):

@@ -52,7 +52,6 @@ class Node:
         self.mempool = Mempool(params, self.genesis_hash)
         self.mine_address = mine_address
         self.block_lock = trio.Lock()
-        self.tip_changed = trio.Event()
         self.stop_requested = trio.Event()
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._pow: PowWorker | None = None
@@ -118,8 +117,6 @@ class Node:
                      len(change.disconnected), len(change.connected), self.chain.height)
         self._reset_mempool(change)
         self.network.announce_block(self.chain.tip.hash)
-        self.tip_changed.set()
-        self.tip_changed = trio.Event()
 
     # -- blocks --------------------------------------------------------------------------
     async def process_block(self, raw: bytes) -> AddResult:
