@@ -21,7 +21,7 @@ from consensus.state import (Account, Overlay, StateView, add_burned, add_issued
                              get_block_vdf, get_escrow, get_redeemed_indices, get_refunds_at,
                              put_account, put_block_vdf, put_escrow, put_redeemed)
 from consensus.ticket import Ticket, verify_ticket_signature
-from consensus.tx import (CHEAT_PROOF, COINBASE, ESCROW_CREATE, REDEEM, TRANSFER, Tx,
+from consensus.tx import (CHEAT_PROOF, COINBASE, ESCROW_CREATE, NONCE_KINDS, REDEEM, TRANSFER, Tx,
                           ZERO_SENDER, ZERO_SIG)
 from consensus.vdf import verify_vdf
 
@@ -48,7 +48,7 @@ def verify_tx_signature(ctx: TxContext, tx: Tx) -> None:
 
 def verify_tx_nonce(view: StateView, tx: Tx) -> None:
     """Rule 4: account nonce for TRANSFER/ESCROW_CREATE, zero for REDEEM/CHEAT_PROOF."""
-    if tx.kind in (TRANSFER, ESCROW_CREATE):
+    if tx.kind in NONCE_KINDS:
         expected = get_account(view, tx.sender).nonce
         if tx.nonce != expected:
             raise ConsensusError("bad-nonce", f"expected nonce {expected}, got {tx.nonce}")

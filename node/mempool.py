@@ -16,7 +16,7 @@ from consensus.hashing import ZERO_HASH
 from consensus.params import ChainParams
 from consensus.state import Overlay, StateView, get_account, put_block_vdf
 from consensus.transition import TxContext, apply_tx, verify_tx_signature
-from consensus.tx import ESCROW_CREATE, TRANSFER, Tx
+from consensus.tx import NONCE_KINDS, Tx
 
 log = logging.getLogger("node.mempool")
 
@@ -122,7 +122,7 @@ class Mempool:
         txid = tx.txid()
         if txid in self.entries or any(w == tx for w in self.waiting.values()):
             raise PolicyError("txn-already-in-mempool")
-        if tx.kind in (TRANSFER, ESCROW_CREATE):
+        if tx.kind in NONCE_KINDS:
             expected = get_account(self.view, tx.sender).nonce
             if tx.nonce > expected:
                 return self._wait(tx, txid, expected)
@@ -187,7 +187,7 @@ class Mempool:
                     pending.remove(entry)
                     continue
                 tx = entry.tx
-                if (tx.kind in (TRANSFER, ESCROW_CREATE)
+                if (tx.kind in NONCE_KINDS
                         and tx.nonce != get_account(view, tx.sender).nonce):
                     continue  # an earlier nonce of this sender is not in yet
                 child = view.child()

@@ -14,7 +14,7 @@ from consensus.address import encode_address
 from consensus.escrow import EscrowState, compute_escrow_id, compute_min_penalty
 from consensus.keys import public_key
 from consensus.params import COIN, get_params
-from consensus.tx import ESCROW_CREATE, TRANSFER, Tx
+from consensus.tx import NONCE_KINDS, Tx
 from wallet.cli import cli
 from wallet.rpcclient import RpcClient, RpcError
 from wallet.ticketstore import NewTicket, TicketStore
@@ -48,7 +48,7 @@ class FakeNode:
         self.height += 1
         for txid, tx in self.mempool.items():
             self.confirmed[txid] = self.height
-            if tx.kind in (TRANSFER, ESCROW_CREATE):
+            if tx.kind in NONCE_KINDS:
                 self.accounts[tx.sender.hex()][1] += 1
         self.mempool.clear()
 

@@ -20,7 +20,7 @@ import click
 
 from consensus.address import decode_address, encode_address
 from consensus.params import ChainParams
-from consensus.tx import ESCROW_CREATE, KIND_NAMES, TRANSFER, Tx
+from consensus.tx import KIND_NAMES, NONCE_KINDS, Tx
 from wallet.amounts import parse_amount, parse_units
 from wallet.keystore import Keystore
 from wallet.rpcclient import RpcClient, RpcError
@@ -304,7 +304,7 @@ class WalletContext:
             txid = self.call("sendrawtransaction", tx.encode().hex())
         except RpcError as exc:
             raise TxRejected(exc.message, exc.data) from None
-        if tx.kind in (TRANSFER, ESCROW_CREATE):
+        if tx.kind in NONCE_KINDS:
             self.db.record_sent(self.genesis_hash().hex(), tx.sender.hex(), tx.nonce, txid,
                                 KIND_NAMES[tx.kind])
         return txid
