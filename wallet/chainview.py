@@ -24,8 +24,8 @@ import trio
 
 from consensus.errors import ConsensusError
 from consensus.escrow import EscrowState
-from consensus.params import ChainParams, get_params
-from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError
+from consensus.params import ChainParams
+from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError, resolve_params
 
 log = logging.getLogger(__name__)
 
@@ -132,24 +132,6 @@ async def call_rpc(
         raise NodeUnavailable(f"{method}: {exc}") from None
     except RpcError as exc:
         raise NodeRejected(str(exc.message), getattr(exc, "code", None)) from None
-
-
-def resolve_params(chain: str) -> ChainParams:
-    """The ``ChainParams`` profile named by ``getinfo``'s ``chain`` field.
-
-    Accepts a profile name (``devnet``) or a chain id (``microcash-devnet``); raises
-    ``ValueError`` for anything else. Only the schedule fields (``d_draw``, ``d_redeem``,
-    ``confirm_depth``...) are used, which a custom genesis does not change (SPEC §1, §12.1).
-    """
-    candidates = [chain]
-    if chain.startswith("microcash-"):
-        candidates.append(chain[len("microcash-"):])
-    for name in candidates:
-        try:
-            return get_params(name)
-        except (KeyError, ValueError):
-            continue
-    raise ValueError(f"node reports unknown chain {chain!r}")
 
 
 class RpcChainView:

@@ -1,7 +1,8 @@
 """``microcash-wallet``: keys, coins, escrows, tickets, the merchant service, cheat proofs.
 
-The click group holding the global options; the commands live in ``wallet.commands``.
-Every failure a user can cause (a bad argument, an unreachable node, a wrong passphrase,
+The click group holding the global options; the commands live in ``wallet.commands`` and
+are imported only when named (``COMMANDS``), so a command loads just what it uses and
+starts in about a tenth of a second. Every failure a user can cause (a bad argument, an unreachable node, a wrong passphrase,
 a transaction the node rejects) ends with one ``error: ...`` line and exit status 1, never
 a traceback. A rejected transaction reads ``error: node rejected the transaction: <reason>``
 with the SPEC reject reason.
@@ -9,27 +10,74 @@ with the SPEC reject reason.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import click
 
-from wallet.commands.cheat import cheat
-from wallet.commands.coins import balance, send
 from wallet.commands.common import DEFAULT_WALLET_DIR, WalletContext, WalletError
-from wallet.commands.escrow import escrow
-from wallet.commands.keys import address, key
-from wallet.commands.merchant import merchant
-from wallet.commands.tickets import ticket
-from wallet.issuer import IssueError, TicketSendError
-from wallet.keystore import KeystoreError
 from wallet.rpcclient import RpcConnectionError, RpcError
-from wallet.ticketstore import StoreError
-from wallet.walletdb import WalletDBError
+
+# name -> ("module:attribute", short help) of each top-level command, imported on first
+# use; the short help (the first sentence of its docstring, checked by a test) lets
+# ``--help`` list the commands without importing them.
+COMMANDS = {
+    "address": ("wallet.commands.keys:address",
+                "Print the address of the wallet key NAME (bech32m, or hex with --hex)."),
+    "balance": ("wallet.commands.coins:balance",
+                "Show the confirmed balance (MCASH and units) and account nonce of a key or "
+                "address."),
+    "cheat": ("wallet.commands.cheat:cheat",
+              "Report a customer who issued duplicate or out-of-range tickets."),
+    "escrow": ("wallet.commands.escrow:escrow",
+               "Create escrows and follow their draws, redeems and refund."),
+    "key": ("wallet.commands.keys:key",
+            "Create, import and list the wallet's named keys (NAME: 1-64 of A-Z a-z 0-9 _ -)."),
+    "merchant": ("wallet.commands.merchant:merchant",
+                 "Run a merchant's ticket service and auto-redeemer, and inspect its tickets."),
+    "send": ("wallet.commands.coins:send",
+             "Send AMOUNT from the wallet key FROM to TO (a key name or an address)."),
+    "ticket": ("wallet.commands.tickets:ticket",
+               "Issue lottery tickets to merchants (customer side)."),
+}
+
+# Failures whose message is already the user's error line: (module, exception class).
+_MESSAGE_ERRORS = (("wallet.keystore", "KeystoreError"), ("wallet.walletdb", "WalletDBError"),
+                   ("wallet.issuer", "IssueError"), ("wallet.issuer", "TicketSendError"),
+                   ("wallet.ticketstore", "StoreError"))
+
+
+def _message_errors() -> tuple[type[BaseException], ...]:
+    """The ``_MESSAGE_ERRORS`` classes of the modules loaded so far (an exception of a
+    class whose module was never imported cannot have been raised)."""
+    return tuple(getattr(sys.modules[module], name) for module, name in _MESSAGE_ERRORS
+                 if module in sys.modules)
 
 
 class WalletGroup(click.Group):
-    """A click group that turns the wallet's exceptions into ``error: ...`` lines."""
+    """A click group that loads ``COMMANDS`` lazily and turns the wallet's exceptions
+    into ``error: ...`` lines."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name][0].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The "Commands" section of ``--help``, from ``COMMANDS`` (nothing imported)."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.Command(name, help=short).get_short_help_str(limit))
+                for name, (_, short) in sorted(COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -39,8 +87,10 @@ class WalletGroup(click.Group):
         except RpcError as exc:
             detail = f" ({exc.data})" if exc.data else ""
             raise WalletError(f"node answered with an error: {exc.message}{detail}") from None
-        except (KeystoreError, WalletDBError, IssueError, TicketSendError, StoreError) as exc:
-            raise WalletError(str(exc)) from None
+        except Exception as exc:
+            if isinstance(exc, _message_errors()):
+                raise WalletError(str(exc)) from None
+            raise
 
 
 @click.group(cls=WalletGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,10 +134,6 @@ def cli(ctx: click.Context, wallet_dir: Path, datadir: Path | None, rpc_url: str
     ctx.obj = WalletContext(wallet_dir=Path(os.path.expanduser(wallet_dir)), datadir=datadir,
                             rpc_url=rpc_url, rpc_cookie=rpc_cookie,
                             passphrase_file=passphrase_file)
-
-
-for command in (key, address, balance, send, escrow, ticket, merchant, cheat):
-    cli.add_command(command)
 
 
 if __name__ == "__main__":

@@ -16,19 +16,18 @@ Key layout: ``n`` escrow_id(32) -> next unissued seqno (8 bytes, big-endian).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import httpx
-import plyvel
 
 from consensus.errors import DecodeError
 from consensus.escrow import EscrowState, compute_seqno_range
 from consensus.keys import public_key
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
 from wallet.durable import replace_durably
+from wallet.httpclient import HttpConnections
 
 MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
 SEND_TIMEOUT = 60.0  # seconds per POST to a merchant service
@@ -51,6 +50,8 @@ class TicketIssuer:
     """
 
     def __init__(self, state_dir: Path | str) -> None:
+        import plyvel  # here, not at the top: most wallet commands never open the state
+
         path = Path(state_dir)
         path.mkdir(parents=True, exist_ok=True)
         try:
@@ -149,38 +150,46 @@ def _merge(total: dict[str, Any], reply: Any, offset: int, sent: int) -> None:
                                   "reason": str(item.get("reason", ""))})
 
 
-def send_tickets(url: str, tickets: Sequence[Ticket], *, timeout: float = SEND_TIMEOUT,
-                 transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
+def send_tickets(url: str, tickets: Sequence[Ticket], *,
+                 timeout: float = SEND_TIMEOUT) -> dict[str, Any]:
     """POST tickets to a merchant service's ``{url}/v1/tickets`` (SPEC §13).
 
-    Batches larger than 10 000 tickets go in several requests. Returns the merged
-    ``{"accepted": n, "rejected": [{"index": i, "reason": r}, ...]}`` with indexes into
-    ``tickets``. Raises ``TicketSendError`` when a request fails or the answer is not
-    SPEC §13 JSON (tickets of earlier requests may already be accepted then).
-    ``transport`` replaces httpx's network transport (tests).
+    Batches larger than 10 000 tickets go in several requests over one connection.
+    Returns the merged ``{"accepted": n, "rejected": [{"index": i, "reason": r}, ...]}``
+    with indexes into ``tickets``. Raises ``TicketSendError`` when a request fails or the
+    answer is not SPEC §13 JSON (tickets of earlier requests may already be accepted then).
     """
     endpoint = url.rstrip("/") + "/v1/tickets"
     total: dict[str, Any] = {"accepted": 0, "rejected": []}
-    with httpx.Client(timeout=timeout, transport=transport) as client:
+    try:
+        connections = HttpConnections(endpoint, timeout)
+    except ValueError as exc:
+        raise TicketSendError(f"cannot reach merchant at {endpoint}: {exc}") from None
+    try:
         for offset in range(0, len(tickets), MAX_TICKETS_PER_REQUEST):
             chunk = tickets[offset:offset + MAX_TICKETS_PER_REQUEST]
-            body = b"".join(t.encode() for t in chunk)
-            try:
-                response = client.post(endpoint, content=body,
-                                        headers={"Content-Type": "application/octet-stream"})
-            except httpx.HTTPError as exc:
-                raise TicketSendError(f"cannot reach merchant at {endpoint}: {exc}") from None
-            try:
-                reply = response.json()
-            except ValueError:
-                reply = None
-            if response.status_code != 200:
-                detail = reply.get("error") if isinstance(reply, dict) else response.text[:200]
-                raise TicketSendError(
-                    f"merchant at {endpoint} answered HTTP {response.status_code}: {detail}"
-                )
-            _merge(total, reply, offset, len(chunk))
+            _merge(total, _post_chunk(connections, endpoint, chunk), offset, len(chunk))
+    finally:
+        connections.close()
     return total
+
+
+def _post_chunk(connections: HttpConnections, endpoint: str, chunk: Sequence[Ticket]) -> Any:
+    """One SPEC §13 request; the decoded JSON answer of an HTTP 200."""
+    body = b"".join(t.encode() for t in chunk)
+    try:
+        status, content = connections.post(body, {"Content-Type": "application/octet-stream"})
+    except (OSError) as exc:
+        raise TicketSendError(f"cannot reach merchant at {endpoint}: {exc}") from None
+    try:
+        reply = json.loads(content)
+    except ValueError:
+        reply = None
+    if status != 200:
+        detail = (reply.get("error") if isinstance(reply, dict)
+                  else content[:200].decode("utf-8", "replace"))
+        raise TicketSendError(f"merchant at {endpoint} answered HTTP {status}: {detail}")
+    return reply
 
 
 def write_tickets(path: Path | str, tickets: Sequence[Ticket]) -> None:

@@ -7,6 +7,9 @@ The public key is kept in clear so keys can be listed without the passphrase.
 
 File: {"version": 1, "name", "public_key": hex, "kdf": "argon2id", "opslimit",
 "memlimit", "salt": hex, "box": hex (nonce || ciphertext), "empty_passphrase": bool}.
+
+PyNaCl is imported by the functions that seal or open a key, not at module level: most
+wallet commands only look up public keys, and start faster without it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,6 @@ import re
 import unicodedata
 from pathlib import Path
 from typing import Any
-
-import nacl.exceptions
-import nacl.pwhash.argon2id as argon2id
-import nacl.secret
-import nacl.signing
-import nacl.utils
 
 from wallet.durable import fsync_dir, write_synced
 
@@ -63,6 +60,11 @@ class Keystore:
         is refused unless `allow_empty` (devnets). Raises KeystoreError for a bad name,
         an existing name, a bad seed or an empty passphrase.
         """
+        import nacl.pwhash.argon2id as argon2id
+        import nacl.secret
+        import nacl.signing
+        import nacl.utils
+
         path = self._path(name)
         if passphrase == "" and not allow_empty:
             raise KeystoreError("refusing an empty passphrase (allow_empty=True to permit)")
@@ -127,6 +129,12 @@ class Keystore:
         KeystoreError for a missing or corrupt file (including a seed that does not
         match the stored public key).
         """
+        import nacl.exceptions
+        import nacl.pwhash.argon2id as argon2id
+        import nacl.secret
+        import nacl.signing
+        import nacl.utils
+
         record = self._read(name)
         public_key = _public_key(record)
         try:
@@ -181,6 +189,9 @@ class Keystore:
 
 def _derive_key(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
     """argon2id(passphrase) -> 32-byte SecretBox key; the passphrase is NFC-normalized."""
+    import nacl.pwhash.argon2id as argon2id
+    import nacl.secret
+
     secret = unicodedata.normalize("NFC", passphrase).encode()
     return argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, secret, salt,
                         opslimit=opslimit, memlimit=memlimit)
@@ -188,6 +199,8 @@ def _derive_key(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> b
 
 def _limits_ok(opslimit: Any, memlimit: Any) -> bool:
     """Bounds that keep a tampered file from demanding absurd time or memory."""
+    import nacl.pwhash.argon2id as argon2id
+
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (opslimit, memlimit))
     return ints and (
         argon2id.OPSLIMIT_MIN <= opslimit <= argon2id.OPSLIMIT_SENSITIVE

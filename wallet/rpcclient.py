@@ -2,17 +2,23 @@
 
 The wallet talks to a node only through this. Credentials come from the node's cookie
 file `<datadir>/.cookie` (`__cookie__:<password>`), the port from `<datadir>/ports.json`.
+
+HTTP goes through ``wallet.httpclient`` (the standard library's ``http.client`` with
+keep-alive connections, safe to share between threads): a wallet command starts in a
+fraction of the time an async-capable HTTP stack needs to import.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-import httpx
+from consensus.params import ChainParams, get_params
+from wallet.httpclient import HttpConnections
 
 RPC_VERIFY_REJECTED = -26  # the node's code for "a consensus rule rejected it"
 
@@ -54,7 +60,13 @@ class RpcClient:
         self.url = url
         self.timeout = timeout
         self._ids = itertools.count(1)
-        self._http = httpx.Client(auth=(user, password), timeout=timeout)
+        try:
+            self._http = HttpConnections(url, timeout)
+        except ValueError as exc:
+            raise RpcConnectionError(str(exc)) from None
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}",
+                         "Content-Type": "application/json"}
 
     @classmethod
     def from_cookie(cls, url: str, cookie_path: Path, timeout: float = 30) -> RpcClient:
@@ -105,23 +117,23 @@ class RpcClient:
         req_id = next(self._ids)
         payload = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": list(params)}
         try:
-            response = self._http.post(self.url, json=payload)
-        except httpx.TimeoutException:
+            status, content = self._http.post(json.dumps(payload).encode(), self._headers)
+        except TimeoutError:
             raise RpcConnectionError(
                 f"no answer from node at {self.url} within {self.timeout} s ({method})"
             ) from None
-        except httpx.HTTPError as exc:
+        except (OSError) as exc:
             raise RpcConnectionError(f"cannot reach node at {self.url}: {exc}") from None
-        if response.status_code == 401:
+        if status == 401:
             raise RpcAuthError(
                 f"node at {self.url} refused the credentials (HTTP 401): "
                 "wrong or stale cookie? (the node writes a new one each start)"
             )
         try:
-            reply = response.json()
+            reply = json.loads(content)
         except ValueError:
             raise RpcConnectionError(
-                f"node at {self.url} answered HTTP {response.status_code} without JSON"
+                f"node at {self.url} answered HTTP {status} without JSON"
             ) from None
         if not isinstance(reply, dict) or reply.get("id") != req_id:
             raise RpcConnectionError(f"node at {self.url} sent a malformed JSON-RPC reply")
@@ -148,3 +160,21 @@ class RpcClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def resolve_params(chain: str) -> ChainParams:
+    """The ``ChainParams`` profile named by ``getinfo``'s ``chain`` field.
+
+    Accepts a profile name (``devnet``) or a chain id (``microcash-devnet``); raises
+    ``ValueError`` for anything else. Only the schedule fields (``d_draw``, ``d_redeem``,
+    ``confirm_depth``...) are used, which a custom genesis does not change (SPEC §1, §12.1).
+    """
+    candidates = [chain]
+    if chain.startswith("microcash-"):
+        candidates.append(chain[len("microcash-"):])
+    for name in candidates:
+        try:
+            return get_params(name)
+        except (KeyError, ValueError):
+            continue
+    raise ValueError(f"node reports unknown chain {chain!r}")

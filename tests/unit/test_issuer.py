@@ -1,8 +1,10 @@
 """The customer's ticket issuer: SPEC §3.2 schedule, durable seqno high-water mark."""
 
+import http.server
 import json
+import socket
+import threading
 
-import httpx
 import pytest
 
 from consensus.escrow import EscrowState
@@ -130,21 +132,60 @@ def test_write_and_read_tickets(tmp_path):
         read_tickets(path)
 
 
+class ScriptedMerchant:
+    """A real HTTP server on 127.0.0.1 answering each POST with ``answer(body)``:
+    ``(status, JSON-ready object or raw bytes)``; the request bodies and headers are kept."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests: list[tuple[str, dict, bytes]] = []
+        merchant = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                merchant.requests.append((self.path, dict(self.headers), body))
+                status, reply = merchant.answer(body)
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
 def test_send_tickets_splits_batches_and_merges_indexes(tmp_path, monkeypatch):
     monkeypatch.setattr(issuer_mod, "MAX_TICKETS_PER_REQUEST", 3)
-    bodies = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/v1/tickets"
-        assert request.headers["content-type"] == "application/octet-stream"
-        bodies.append(request.content)
-        n = len(request.content) // TICKET_SIZE
-        return httpx.Response(200, json={"accepted": n - 1,
-                                         "rejected": [{"index": 0, "reason": "wrong-round"}]})
+    def answer(body):
+        n = len(body) // TICKET_SIZE
+        return 200, {"accepted": n - 1, "rejected": [{"index": 0, "reason": "wrong-round"}]}
 
     with TicketIssuer(tmp_path / "iss") as iss:
         tickets = issue(iss, 7, 13)
-    result = send_tickets("http://merchant.test/", tickets, transport=httpx.MockTransport(handler))
+    with ScriptedMerchant(answer) as merchant:
+        result = send_tickets(merchant.url + "/", tickets)
+    assert {path for path, _, _ in merchant.requests} == {"/v1/tickets"}
+    assert {h["Content-Type"] for _, h, _ in merchant.requests} == {"application/octet-stream"}
+    bodies = [body for _, _, body in merchant.requests]
     assert [len(b) // TICKET_SIZE for b in bodies] == [3, 3, 1]
     assert b"".join(bodies) == b"".join(t.encode() for t in tickets)
     assert result == {"accepted": 4, "rejected": [{"index": i, "reason": "wrong-round"}
@@ -153,15 +194,22 @@ def test_send_tickets_splits_batches_and_merges_indexes(tmp_path, monkeypatch):
 
 def test_invalid_send_tickets_http_error():
     ticket = Ticket(1, 0, ESCROW_ID, 0, bytes(64))
+    with ScriptedMerchant(lambda body: (400, {"error": "bad body"})) as merchant:
+        with pytest.raises(TicketSendError, match="HTTP 400: bad body"):
+            send_tickets(merchant.url, [ticket])
+    with ScriptedMerchant(lambda body: (503, b"<html>down</html>")) as merchant:
+        with pytest.raises(TicketSendError, match="HTTP 503: <html>down</html>"):
+            send_tickets(merchant.url, [ticket])
+    garbage = (200, {"accepted": 1, "rejected": [{"index": 5}]})
+    with ScriptedMerchant(lambda body: garbage) as merchant:
+        with pytest.raises(TicketSendError, match="outside"):
+            send_tickets(merchant.url, [ticket])
 
-    def handler(request):
-        return httpx.Response(400, content=json.dumps({"error": "bad body"}).encode())
 
-    with pytest.raises(TicketSendError, match="HTTP 400: bad body"):
-        send_tickets("http://m.test", [ticket], transport=httpx.MockTransport(handler))
-
-    def garbage(request):
-        return httpx.Response(200, json={"accepted": 1, "rejected": [{"index": 5}]})
-
-    with pytest.raises(TicketSendError, match="outside"):
-        send_tickets("http://m.test", [ticket], transport=httpx.MockTransport(garbage))
+def test_invalid_send_tickets_unreachable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ticket = Ticket(1, 0, ESCROW_ID, 0, bytes(64))
+    with pytest.raises(TicketSendError, match="cannot reach merchant"):
+        send_tickets(f"http://127.0.0.1:{port}", [ticket])

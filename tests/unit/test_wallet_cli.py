@@ -442,3 +442,32 @@ def test_merchant_status_reads_store_without_service(run, tmp_path):
     assert "3 held" in text.stdout and "total redeemed: 0 units" in text.stdout
     missing = run("merchant", "status", "nobody", node=False)
     assert missing.exit_code == 1 and "no key named 'nobody'" in missing.stderr
+
+
+# ---- start-up -----------------------------------------------------------------------
+
+def test_help_lists_every_command_without_importing_it(run):
+    import click
+
+    from wallet.cli import COMMANDS
+    ctx = click.Context(cli)
+    for name, (_, short) in COMMANDS.items():
+        assert cli.get_command(ctx, name).get_short_help_str(10**6) == short, name
+    shown = run("--help", node=False)
+    assert shown.exit_code == 0
+    assert all(name in shown.stdout for name in COMMANDS)
+
+
+def test_balance_imports_no_heavy_module(tmp_path):
+    """`balance` loads neither the merchant's stack nor a store nor an async HTTP client."""
+    import subprocess
+    import sys
+    code = ("import sys; from wallet.cli import cli\n"
+            "try:\n    cli(['--wallet-dir', sys.argv[1], 'balance', '00' * 32])\n"
+            "except SystemExit:\n    pass\n"
+            "print(' '.join(m for m in ('trio', 'httpx', 'hypercorn', 'starlette', 'plyvel', "
+            "'nacl.pwhash', 'consensus.escrow') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, timeout=60)
+    assert "no node given" in result.stderr
+    assert result.stdout.strip() == ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from consensus.tx import make_transfer
 from wallet.amounts import format_amount
 from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, UNITS, WalletContext, WalletError,
                                     address_text, echo_json, json_option, pass_wallet,
@@ -59,6 +58,8 @@ def send(wallet: WalletContext, sender: str, to: str, amount: int, fee: int, wai
     if amount + fee > have:
         raise WalletError(f"insufficient funds: {sender} has {format_amount(have)}, the "
                           f"transfer needs {format_amount(amount + fee)} (amount + fee)")
+    from consensus.tx import make_transfer  # signing: only this command needs it
+
     seed = wallet.load_seed(sender)
     tx = make_transfer(seed, wallet.genesis_hash(), wallet.next_nonce(pubkey), fee, recipient,
                        amount)

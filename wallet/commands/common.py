@@ -14,17 +14,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from consensus.address import decode_address, encode_address
 from consensus.params import ChainParams
-from consensus.tx import KIND_NAMES, NONCE_KINDS, Tx
 from wallet.amounts import parse_amount, parse_units
 from wallet.keystore import Keystore
-from wallet.rpcclient import RpcClient, RpcError
+from wallet.rpcclient import RpcClient, RpcError, resolve_params
 from wallet.walletdb import WalletDB
+
+if TYPE_CHECKING:
+    from consensus.tx import Tx
 
 DEFAULT_WALLET_DIR = Path("~/.microcash/wallet")
 DEFAULT_TX_FEE = 1000  # units, for TRANSFER and ESCROW_CREATE
@@ -217,8 +219,6 @@ class WalletContext:
 
     def params(self) -> ChainParams:
         """The chain profile the node runs (from ``getinfo.chain``, SPEC §1)."""
-        from wallet.chainview import resolve_params  # imports trio: only when needed
-
         try:
             return resolve_params(str(self.info()["chain"]))
         except ValueError as exc:
@@ -300,6 +300,8 @@ class WalletContext:
         TRANSFER and ESCROW_CREATE are remembered for ``next_nonce``. Raises TxRejected
         with the node's reject reason.
         """
+        from consensus.tx import KIND_NAMES, NONCE_KINDS
+
         try:
             txid = self.call("sendrawtransaction", tx.encode().hex())
         except RpcError as exc:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from wallet.commands.common import (UNITS, WalletContext, WalletError, address_text,
                                     echo_json, json_option, pass_wallet, progress)
+from wallet.httpclient import HttpConnections
 from wallet.rpcclient import RpcConnectionError, RpcError
 
 STATUS_TIMEOUT = 5.0  # seconds to wait for a running service's /v1/status
@@ -115,7 +115,6 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     service_file = directory / "service.json"
     logging.basicConfig(level=log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
     listening: list[int] = []
     try:
         trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee,
@@ -162,11 +161,15 @@ def _ask_service(service_file: Path) -> tuple[dict[str, Any], str] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        response = httpx.get(url.rstrip("/") + "/v1/status", timeout=STATUS_TIMEOUT)
-        counts = response.json()
-    except (httpx.HTTPError, ValueError):
+        connections = HttpConnections(url.rstrip("/") + "/v1/status", STATUS_TIMEOUT)
+        try:
+            status, content = connections.request("GET")
+        finally:
+            connections.close()
+        counts = json.loads(content)
+    except (OSError, ValueError):
         return None
-    if response.status_code != 200 or not isinstance(counts, dict):
+    if status != 200 or not isinstance(counts, dict):
         return None
     return counts, url
 
