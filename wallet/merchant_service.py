@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
 MAX_BODY_BYTES = MAX_TICKETS_PER_REQUEST * TICKET_SIZE
+TICKETS_CONTENT_TYPE = "application/octet-stream"  # SPEC §13
 MAX_ESCROWS_PER_REQUEST = 64  # distinct escrow ids looked up per request (bounds RPC load)
 VERIFY_CHUNK = 500  # signatures checked per worker-thread call
 CHECKPOINT_EVERY = 256  # tickets pre-checked between event-loop checkpoints
@@ -97,6 +98,41 @@ def check_ticket(params: ChainParams, escrow: EscrowState | None, merchant: byte
     return check_schedule(params, escrow, ticket.seqno, t)
 
 
+def parse_ticket_body(body: bytes) -> list[Ticket | None]:
+    """Split a ``POST /v1/tickets`` body into tickets (SPEC §4, §13).
+
+    Returns one entry per 107-byte record: the ``Ticket``, or ``None`` for a record that
+    does not decode (rejected as ``bad-encoding``). Raises ``RequestError`` 400 when the
+    length is not a multiple of 107 and 413 for more than 10 000 tickets.
+    """
+    if len(body) % TICKET_SIZE:
+        raise RequestError(400, f"body of {len(body)} bytes is not a whole number of "
+                                f"{TICKET_SIZE}-byte tickets")
+    count = len(body) // TICKET_SIZE
+    if count > MAX_TICKETS_PER_REQUEST:
+        raise RequestError(413, f"{count} tickets; at most {MAX_TICKETS_PER_REQUEST} "
+                                "per request")
+    tickets: list[Ticket | None] = []
+    for i in range(0, len(body), TICKET_SIZE):
+        try:
+            tickets.append(Ticket.decode(body[i:i + TICKET_SIZE]))
+        except DecodeError:
+            tickets.append(None)
+    return tickets
+
+
+def check_content_type(value: str | None) -> None:
+    """SPEC §13: a ticket request is ``application/octet-stream`` (parameters ignored).
+
+    Raises ``RequestError`` 415 naming what was sent.
+    """
+    media = (value or "").partition(";")[0].strip().lower()
+    if media != TICKETS_CONTENT_TYPE:
+        shown = repr(value) if value is not None else "none"
+        raise RequestError(415, f"Content-Type must be {TICKETS_CONTENT_TYPE} (SPEC §13), "
+                                f"got {shown}")
+
+
 def _verify_chunk(items: list[tuple[Ticket, bytes]], genesis_hash: bytes) -> list[bool]:
     return [verify_ticket_signature(ticket, owner, genesis_hash) for ticket, owner in items]
 
@@ -131,28 +167,20 @@ class MerchantService:
         synced. Raises ``RequestError`` (400: length not a multiple of 107; 413: more than
         10 000 tickets) and ``NodeError`` when the node cannot supply the chain state.
         """
-        if len(body) % TICKET_SIZE:
-            raise RequestError(400, f"body of {len(body)} bytes is not a whole number of "
-                                    f"{TICKET_SIZE}-byte tickets")
-        count = len(body) // TICKET_SIZE
-        if count > MAX_TICKETS_PER_REQUEST:
-            raise RequestError(413, f"{count} tickets; at most {MAX_TICKETS_PER_REQUEST} "
-                                    "per request")
+        parsed = parse_ticket_body(body)
         params = self._view.params
         rejected: dict[int, str] = {}
         candidates: list[_Candidate] = []
         out_of_range: list[_Candidate] = []
         escrows: dict[bytes, EscrowState | None] = {}
         t = await self._view.height(fresh=True)
-        for i in range(count):
+        for i, ticket in enumerate(parsed):
             if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
                 await trio.lowlevel.checkpoint()
-            raw = body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE]
-            try:
-                ticket = Ticket.decode(raw)
-            except DecodeError:
+            if ticket is None:
                 rejected[i] = "bad-encoding"
                 continue
+            raw = body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE]
             eid = ticket.escrow_id
             if eid not in escrows:
                 if len(escrows) >= MAX_ESCROWS_PER_REQUEST:
@@ -242,6 +270,7 @@ class MerchantService:
 
     async def _post_tickets(self, request: Request) -> JSONResponse:
         try:
+            check_content_type(request.headers.get("content-type"))
             body = await _read_body(request, MAX_BODY_BYTES)
             result = await self.submit(body)
         except RequestError as exc:

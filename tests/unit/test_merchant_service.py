@@ -126,6 +126,9 @@ def service(chain, store):
     return MerchantService(public_key(MERCHANT), store, chain)
 
 
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
 def reasons(result):
     return {r["index"]: r["reason"] for r in result["rejected"]}
 
@@ -245,8 +248,8 @@ def test_http_service_end_to_end(service):
 
             def client_calls():
                 sent = send_tickets(url, tickets([10, 11]) + tickets([40]))
-                bad = httpx.post(url + "/v1/tickets", content=b"x" * 5)
-                huge = httpx.post(url + "/v1/tickets",
+                bad = httpx.post(url + "/v1/tickets", content=b"x" * 5, headers=OCTETS)
+                huge = httpx.post(url + "/v1/tickets", headers=OCTETS,
                                   content=bytes(TICKET_SIZE * (MAX_TICKETS_PER_REQUEST + 1)))
                 status = httpx.get(url + "/v1/status").json()
                 return sent, bad, huge, status
@@ -260,6 +263,35 @@ def test_http_service_end_to_end(service):
     assert bad.status_code == 400 and "107" in bad.json()["error"]
     assert huge.status_code == 413 and "error" in huge.json()
     assert status[EID.hex()]["held"] == 2
+
+
+def test_invalid_http_content_type(service, store):
+    """SPEC §13: POST /v1/tickets carries application/octet-stream; anything else is 415."""
+    ticket_body = body(tickets([10]))
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(service.serve, "127.0.0.1", 0)
+            url = f"http://127.0.0.1:{port}/v1/tickets"
+
+            def client_calls():
+                return [httpx.post(url, content=ticket_body, headers=headers)
+                        for headers in ({"Content-Type": "application/json"}, {},
+                                        {"Content-Type": "text/plain; charset=utf-8"},
+                                        {"Content-Type": "Application/Octet-Stream; x=1"})]
+
+            answers = await trio.to_thread.run_sync(client_calls)
+            nursery.cancel_scope.cancel()
+        return answers
+
+    as_json, missing, text, ok = trio.run(main)
+    assert as_json.status_code == 415
+    assert as_json.json() == {"error": "Content-Type must be application/octet-stream "
+                                       "(SPEC §13), got 'application/json'"}
+    assert missing.status_code == 415 and missing.json()["error"].endswith("got none")
+    assert text.status_code == 415
+    assert ok.status_code == 200 and ok.json() == {"accepted": 1, "rejected": []}
+    assert store.summary(EID)["held"] == 1  # only the well-labelled request was stored
 
 
 # --- auto-redeemer (SPEC §6, §7) -----------------------------------------------------------

@@ -1,0 +1,53 @@
+"""Fuzz target: the merchant service's ``POST /v1/tickets`` body parser (SPEC §4, §13).
+
+``wallet.merchant_service.parse_ticket_body`` turns any byte string into one entry per
+107-byte record or refuses the request as a whole with ``RequestError`` (400 for a length
+that is not a multiple of 107, 413 past 10 000 tickets); ``check_content_type`` refuses
+any media type but ``application/octet-stream`` with a 415. Nothing else may escape.
+"""
+
+from __future__ import annotations
+
+from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
+from wallet.merchant_service import (MAX_TICKETS_PER_REQUEST, RequestError,
+                                     check_content_type, parse_ticket_body)
+
+EXPECTED: tuple[type[BaseException], ...] = (RequestError,)
+
+_GENESIS, _ESCROW = bytes(range(32)), bytes([7]) * 32
+_GOOD = sign_ticket(bytes([1]) * 32, _GENESIS, _ESCROW, 1, 5).encode()
+
+SEEDS: list[bytes] = [
+    b"",
+    _GOOD,
+    _GOOD * 3,
+    _GOOD[:-1],
+    b"\x02" + _GOOD[1:],  # unknown version
+    _GOOD + b"\x00" * TICKET_SIZE,  # a good ticket and a version-0 record
+    b"\xff" * (2 * TICKET_SIZE),
+    bytes(TICKET_SIZE * 4 + 1),
+]
+
+
+def target(data: bytes) -> None:
+    """Parse ``data`` as a request body, and its first line as a Content-Type value."""
+    try:
+        parsed = parse_ticket_body(data)
+    except RequestError as exc:
+        assert exc.status in (400, 413), exc.status
+        assert (exc.status == 400) == (len(data) % TICKET_SIZE != 0)
+        raise
+    assert len(parsed) == len(data) // TICKET_SIZE <= MAX_TICKETS_PER_REQUEST
+    for i, ticket in enumerate(parsed):
+        record = data[i * TICKET_SIZE:(i + 1) * TICKET_SIZE]
+        if ticket is None:
+            assert record[0] != 1, "a version-1 record of the right size always decodes"
+        else:
+            assert isinstance(ticket, Ticket) and ticket.encode() == record
+    header = data.split(b"\n", 1)[0].decode("latin-1")
+    try:
+        check_content_type(header)
+    except RequestError as exc:
+        assert exc.status == 415
+        return
+    assert header.partition(";")[0].strip().lower() == "application/octet-stream"
