@@ -37,11 +37,12 @@ from consensus.escrow import (EscrowState, compute_group_of_seqno, compute_round
                               compute_t_draw, compute_t_expire)
 from consensus.keys import public_key
 from consensus.params import ChainParams
-from consensus.ticket import TICKET_SIZE, Ticket, verify_ticket_signature
+from consensus.ticket import TICKET_SIZE, Ticket
 from wallet.chainview import ChainView, NodeError, RpcChainView
 from wallet.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
 from wallet.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
+from wallet.ticketverify import TicketVerifier
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
 MAX_BODY_BYTES = MAX_TICKETS_PER_REQUEST * TICKET_SIZE
 TICKETS_CONTENT_TYPE = "application/octet-stream"  # SPEC §13
 MAX_ESCROWS_PER_REQUEST = 64  # distinct escrow ids looked up per request (bounds RPC load)
-VERIFY_CHUNK = 500  # signatures checked per worker-thread call
 CHECKPOINT_EVERY = 256  # tickets pre-checked between event-loop checkpoints
 READ_TIMEOUT = 30  # seconds a client may stay silent mid-request before it is dropped
 
@@ -133,31 +133,99 @@ def check_content_type(value: str | None) -> None:
                                 f"got {shown}")
 
 
-def _verify_chunk(items: list[tuple[Ticket, bytes]], genesis_hash: bytes) -> list[bool]:
-    return [verify_ticket_signature(ticket, owner, genesis_hash) for ticket, owner in items]
-
-
 @dataclass
 class _Candidate:
     index: int  # position in the request
     ticket: Ticket
     escrow: EscrowState
     raw: bytes  # the ticket's 107 bytes
+    owner: int  # index of the escrow owner's key in the request's owner list
+    new: NewTicket | None = None  # the store record, for a ticket that passed steps 1-5
+
+
+def _record(params: ChainParams, escrow: EscrowState, ticket: Ticket, raw: bytes,
+            schedule: dict[tuple[bytes, int], tuple[int, int]]) -> NewTicket:
+    """The store record of an acceptable ticket; ``schedule`` caches each group's
+    ``(t_draw, t_expire)`` (SPEC §3.2)."""
+    g = compute_group_of_seqno(escrow, ticket.seqno)
+    times = schedule.get((ticket.escrow_id, g))
+    if times is None:
+        times = schedule[(ticket.escrow_id, g)] = (compute_t_draw(params, escrow, g),
+                                                   compute_t_expire(params, escrow, g))
+    return NewTicket(ticket.escrow_id, ticket.seqno, ticket.merchant_index,
+                     compute_round_of_seqno(escrow, ticket.seqno), g, times[0], times[1], raw)
+
+
+class _Batch:
+    """One request's tickets on their way to the verifier, chunk by chunk (SPEC §4.1 step 6).
+
+    Chunks start verifying while the event loop is still checking the rest of the
+    request; ``valid`` holds one result byte per candidate, in ``add`` order.
+    """
+
+    def __init__(self, verifier: TicketVerifier, genesis_hash: bytes, count: int,
+                 nursery: trio.Nursery) -> None:
+        self._verifier = verifier
+        self._genesis_hash = genesis_hash
+        self._nursery = nursery
+        self._chunk = verifier.chunk_size(count)
+        self.owners: list[bytes] = []
+        self._owner_index: dict[bytes, int] = {}
+        self._pending: list[_Candidate] = []
+        self._results: list[bytes] = []
+        self.sent: list[_Candidate] = []  # every candidate added, in order
+
+    def owner(self, key: bytes) -> int:
+        """The index of ``key`` in this request's owner list (added when new)."""
+        index = self._owner_index.get(key)
+        if index is None:
+            index = self._owner_index[key] = len(self.owners)
+            self.owners.append(key)
+        return index
+
+    def add(self, cand: _Candidate) -> None:
+        """Queue ``cand``; a full chunk starts verifying at once."""
+        self._pending.append(cand)
+        self.sent.append(cand)
+        if len(self._pending) >= self._chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the pending candidates to the verifier (a no-op when there are none)."""
+        if not self._pending:
+            return
+        chunk, self._pending = self._pending, []
+        slot = len(self._results)
+        self._results.append(b"")
+        self._nursery.start_soon(self._run, slot, bytes(c.owner for c in chunk),
+                                 b"".join(c.raw for c in chunk))
+
+    async def _run(self, slot: int, owner_of: bytes, tickets: bytes) -> None:
+        self._results[slot] = await self._verifier.verify(
+            self._genesis_hash, tuple(self.owners), owner_of, tickets)
+
+    @property
+    def valid(self) -> bytes:
+        """One result byte (1 valid) per candidate of ``sent``, once the nursery closed."""
+        return b"".join(self._results)
 
 
 class MerchantService:
     """SPEC §13 ticket service for the merchant with key ``merchant_pubkey`` (32 bytes).
 
     ``store`` records accepted tickets; ``view`` supplies the best height and escrow
-    states. ``submit`` is the transport-free core; ``asgi_app`` / ``serve`` put it on HTTP.
+    states; ``verifier`` checks signatures (one worker thread when not given).
+    ``submit`` is the transport-free core; ``asgi_app`` / ``serve`` put it on HTTP.
     """
 
-    def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView) -> None:
+    def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView,
+                 verifier: TicketVerifier | None = None) -> None:
         self.merchant_pubkey = merchant_pubkey
         self._store = store
         self._view = view
+        self._verifier = verifier or TicketVerifier(1)
         self._accept_lock = trio.Lock()
-        self._cpu = trio.CapacityLimiter(1)  # one signature-checking thread at a time
+        self._stored = 0  # accepted-ticket writes so far: tells a request whether to re-check
 
     async def submit(self, body: bytes) -> dict[str, Any]:
         """Check and durably store a batch of tickets (SPEC §4.1, §13).
@@ -174,45 +242,46 @@ class MerchantService:
         out_of_range: list[_Candidate] = []
         escrows: dict[bytes, EscrowState | None] = {}
         t = await self._view.height(fresh=True)
-        for i, ticket in enumerate(parsed):
-            if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
-                await trio.lowlevel.checkpoint()
-            if ticket is None:
-                rejected[i] = "bad-encoding"
-                continue
-            raw = body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE]
-            eid = ticket.escrow_id
-            if eid not in escrows:
-                if len(escrows) >= MAX_ESCROWS_PER_REQUEST:
-                    rejected[i] = "unknown-escrow"
+        stored_before = self._stored
+        schedule: dict[tuple[bytes, int], tuple[int, int]] = {}  # (escrow, group) -> times
+        async with trio.open_nursery() as nursery:
+            batch = _Batch(self._verifier, self._view.genesis_hash, len(parsed), nursery)
+            for i, ticket in enumerate(parsed):
+                if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                    await trio.lowlevel.checkpoint()
+                if ticket is None:
+                    rejected[i] = "bad-encoding"
                     continue
-                escrows[eid] = await self._view.escrow(eid)
-            escrow = escrows[eid]
-            accepted_before = self._store.contains(eid, ticket.seqno)
-            reason = check_ticket(params, escrow, self.merchant_pubkey, ticket, t,
-                                  accepted_before)
-            if reason == "seqno-out-of-range":
-                out_of_range.append(_Candidate(i, ticket, escrow, raw))
-            if reason is not None:
-                rejected[i] = reason
-                continue
-            candidates.append(_Candidate(i, ticket, escrow, raw))
-
-        valid = await self._verify(candidates + out_of_range)
-        await self._keep_evidence(out_of_range, valid[len(candidates):])
-        accepted = await self._accept(params, candidates, valid[:len(candidates)], t, rejected)
+                eid = ticket.escrow_id
+                if eid not in escrows:
+                    if len(escrows) >= MAX_ESCROWS_PER_REQUEST:
+                        rejected[i] = "unknown-escrow"
+                        continue
+                    escrows[eid] = await self._view.escrow(eid)
+                escrow = escrows[eid]
+                accepted_before = self._store.contains(eid, ticket.seqno)
+                reason = check_ticket(params, escrow, self.merchant_pubkey, ticket, t,
+                                      accepted_before)
+                if reason is not None and reason != "seqno-out-of-range":
+                    rejected[i] = reason
+                    continue
+                cand = _Candidate(i, ticket, escrow, body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE],
+                                  batch.owner(escrow.owner))
+                if reason is None:
+                    cand.new = _record(params, escrow, ticket, cand.raw, schedule)
+                    candidates.append(cand)
+                else:
+                    rejected[i] = reason
+                    out_of_range.append(cand)
+                batch.add(cand)
+            batch.flush()
+        verdict = {c.index: bool(v) for c, v in zip(batch.sent, batch.valid)}
+        await self._keep_evidence(out_of_range, [verdict[c.index] for c in out_of_range])
+        accepted = await self._accept(params, candidates,
+                                      [verdict[c.index] for c in candidates], t,
+                                      stored_before, rejected)
         return {"accepted": accepted,
                 "rejected": [{"index": i, "reason": rejected[i]} for i in sorted(rejected)]}
-
-    async def _verify(self, candidates: list[_Candidate]) -> list[bool]:
-        """SPEC §4.1 step 6 for each candidate, in a worker thread, chunk by chunk."""
-        genesis_hash = self._view.genesis_hash
-        valid: list[bool] = []
-        for start in range(0, len(candidates), VERIFY_CHUNK):
-            items = [(c.ticket, c.escrow.owner) for c in candidates[start:start + VERIFY_CHUNK]]
-            valid += await trio.to_thread.run_sync(_verify_chunk, items, genesis_hash,
-                                                   limiter=self._cpu)
-        return valid
 
     async def _keep_evidence(self, out_of_range: list[_Candidate], valid: list[bool]) -> None:
         """Keep signed out-of-range tickets for a CHEAT_PROOF (SPEC §4.1 step 4, §8)."""
@@ -227,13 +296,20 @@ class MerchantService:
                             cand.ticket.escrow_id.hex(), cand.ticket.seqno)
 
     async def _accept(self, params: ChainParams, candidates: list[_Candidate],
-                      valid: list[bool], t: int, rejected: dict[int, str]) -> int:
-        """Phase 3: final duplicate/round/draw checks, then one synced write; the count."""
+                      valid: list[bool], t: int, stored_before: int,
+                      rejected: dict[int, str]) -> int:
+        """Phase 3: final duplicate/round/draw checks, then one synced write; the count.
+
+        The store is asked again only if another request stored tickets since this one
+        looked (``stored_before``), and the schedule only if the best height moved.
+        """
         try:
-            t = max(t, await self._view.height(fresh=True))
+            now = max(t, await self._view.height(fresh=True))
         except NodeError as exc:
             log.info("height refresh failed, keeping the request's snapshot: %s", exc)
+            now = t
         async with self._accept_lock:
+            recheck_store = self._stored != stored_before
             new: list[NewTicket] = []
             taken: set[tuple[bytes, int]] = set()
             for n, (cand, ok) in enumerate(zip(candidates, valid)):
@@ -241,25 +317,22 @@ class MerchantService:
                     await trio.lowlevel.checkpoint()
                 ticket, escrow = cand.ticket, cand.escrow
                 key = (ticket.escrow_id, ticket.seqno)
-                if key in taken or self._store.contains(*key):
+                if key in taken or (recheck_store and self._store.contains(*key)):
                     rejected[cand.index] = "duplicate-ticket"
                     continue
-                reason = check_schedule(params, escrow, ticket.seqno, t)
+                reason = check_schedule(params, escrow, ticket.seqno, now) if now != t else None
                 if reason is None and not ok:
                     reason = "bad-ticket-signature"
                 if reason is not None:
                     rejected[cand.index] = reason
                     continue
                 taken.add(key)
-                g = compute_group_of_seqno(escrow, ticket.seqno)
-                new.append(NewTicket(
-                    escrow_id=ticket.escrow_id, seqno=ticket.seqno,
-                    merchant_index=ticket.merchant_index,
-                    round=compute_round_of_seqno(escrow, ticket.seqno), group=g,
-                    t_draw=compute_t_draw(params, escrow, g),
-                    t_expire=compute_t_expire(params, escrow, g), ticket=cand.raw))
+                new.append(cand.new)
             if new:
-                await trio.to_thread.run_sync(self._store.add_tickets, new)
+                try:
+                    await trio.to_thread.run_sync(self._store.add_tickets, new)
+                finally:
+                    self._stored += 1
         return len(new)
 
     def status(self) -> dict[str, dict[str, int]]:
@@ -342,21 +415,27 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: Path | str,
                        rpc: RpcClient, host: str = "127.0.0.1", port: int = 0, *,
-                       fee: int = DEFAULT_FEE,
+                       fee: int = DEFAULT_FEE, workers: int = 1,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7).
 
     ``store_dir`` is the ticket store's LevelDB directory; ``rpc`` reaches the node;
-    ``fee`` is paid by each REDEEM out of its payout. ``task_status.started(port)`` once
-    listening. Raises ``ValueError`` if the seed does not belong to ``merchant_pubkey``,
+    ``fee`` is paid by each REDEEM out of its payout; ``workers`` is the number of
+    signature-checking worker processes (1: one thread in this process).
+    ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
+    not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
     cannot be reached at start.
     """
     if public_key(merchant_seed) != merchant_pubkey:
         raise ValueError("merchant seed does not match the merchant public key")
+    verifier = TicketVerifier(workers)
     view = await RpcChainView.create(rpc)
     with TicketStore(store_dir) as store:
-        service = MerchantService(merchant_pubkey, store, view)
-        redeemer = Redeemer(merchant_seed, store, view, fee=fee)
-        await service.run(redeemer, host, port, task_status=task_status)
-
+        await trio.to_thread.run_sync(verifier.start)
+        try:
+            service = MerchantService(merchant_pubkey, store, view, verifier)
+            redeemer = Redeemer(merchant_seed, store, view, fee=fee)
+            await service.run(redeemer, host, port, task_status=task_status)
+        finally:
+            verifier.close()

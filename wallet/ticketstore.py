@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import msgpack
 import plyvel
@@ -60,12 +61,12 @@ class StoreError(Exception):
     """The store cannot be opened (in use by another process, or not a store)."""
 
 
-@dataclass(frozen=True)
-class NewTicket:
+class NewTicket(NamedTuple):
     """A ticket that passed the SPEC §4.1 checks, with its schedule (heights are rounds).
 
     ``ticket`` is the 107-byte encoding; ``group`` is ``seqno // a``; ``t_draw`` and
-    ``t_expire`` are the group's draw and expiry rounds (SPEC §3.2).
+    ``t_expire`` are the group's draw and expiry rounds (SPEC §3.2). A named tuple, not a
+    dataclass: the merchant service makes up to 10 000 per request.
     """
 
     escrow_id: bytes  # 32 bytes
@@ -241,23 +242,30 @@ class TicketStore:
         Raises ``ValueError`` (writing nothing) if any ``(escrow_id, seqno)`` is already
         stored or appears twice in ``tickets``.
         """
+        pack = msgpack.Packer(use_bin_type=True).pack
         with self._lock:
             seen = set()
+            get = self._db.get
             for new in tickets:
-                key = _TICKET + new.escrow_id + _u64(new.seqno)
-                if key in seen or self._db.get(key) is not None:
+                key = _TICKET + new.escrow_id + new.seqno.to_bytes(8, "big")
+                if key in seen or get(key) is not None:
                     raise ValueError(f"ticket {new.escrow_id.hex()}/{new.seqno} already stored")
                 seen.add(key)
-            deltas: dict[bytes, dict[str, int]] = {}
+            held: dict[bytes, int] = {}
+            groups: dict[bytes, tuple[int, int]] = {}
             with self._db.write_batch(sync=True, transaction=True) as batch:
+                put = batch.put
                 for new in tickets:
-                    eid, seq, grp = new.escrow_id, _u64(new.seqno), _u64(new.group)
-                    batch.put(_TICKET + eid + seq, _pack(
+                    eid, seq = new.escrow_id, new.seqno.to_bytes(8, "big")
+                    grp = new.group.to_bytes(8, "big")
+                    put(_TICKET + eid + seq, pack(
                         [new.merchant_index, new.round, new.group, HELD, new.ticket, None, ""]))
-                    batch.put(_OPEN + eid + grp + seq, b"")
-                    batch.put(_GROUP + eid + grp, _pack([new.t_draw, new.t_expire]))
-                    _bump(deltas, eid, HELD, 1)
-                self._write_summaries(batch, deltas)
+                    put(_OPEN + eid + grp + seq, b"")
+                    groups[_GROUP + eid + grp] = (new.t_draw, new.t_expire)
+                    held[eid] = held.get(eid, 0) + 1
+                for key, times in groups.items():
+                    put(key, pack(list(times)))
+                self._write_summaries(batch, {eid: {HELD: n} for eid, n in held.items()})
 
     def set_status(self, changes: Iterable[tuple[bytes, int, str, str]]) -> None:
         """Move tickets to new statuses in one synced batch.

@@ -20,6 +20,7 @@ from wallet.issuer import send_tickets
 from wallet.merchant_service import (MAX_TICKETS_PER_REQUEST, MerchantService, RequestError,
                                      run_merchant)
 from wallet.redeemer import Redeemer
+from wallet.ticketverify import MIN_PROCESS_CHUNK, TicketVerifier
 from wallet.rpcclient import RpcConnectionError, RpcError
 from wallet.ticketstore import (EVIDENCE_DUPLICATE, EVIDENCE_OUT_OF_RANGE, EXPIRED, FAILED,
                                 HELD, LOSING, REDEEMED, WINNING, TicketStore)
@@ -512,3 +513,25 @@ def test_invalid_run_merchant_key_mismatch(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         trio.run(run_merchant, MERCHANT, public_key(OWNER), tmp_path / "m", rpc)
     assert rpc.calls == []
+
+
+# --- signature checks across worker processes ------------------------------------------------
+
+def test_worker_processes_check_signatures_like_the_thread(chain, store):
+    """``--workers 2``: the same verdicts from spawned processes, chunk by chunk."""
+    good = tickets(range(0, 25))
+    forged = [replace(t, sig=bytes(64)) for t in tickets(range(25, 30))]
+    wrong_key = tickets([30], eid=BIG, seed=bytes([9]) * 32)
+    assert TicketVerifier(2).chunk_size(31) == MIN_PROCESS_CHUNK
+    assert TicketVerifier(2).chunk_size(10_000) == 1000
+    with TicketVerifier(2, chunk=4, min_chunk=1) as verifier:  # 8 process tasks
+        assert verifier.chunk_size(31) == 4
+        service = MerchantService(public_key(MERCHANT), store, chain, verifier)
+        result = submit(service, good[:20] + forged + wrong_key)
+    assert result["accepted"] == 20
+    assert reasons(result) == {i: "bad-ticket-signature" for i in range(20, 26)}
+
+
+def test_invalid_verifier_workers():
+    with pytest.raises(ValueError, match="at least 1"):
+        TicketVerifier(0)

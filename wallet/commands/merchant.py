@@ -54,7 +54,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, port: int,
-                 fee: int, service_file: Path, name: str, listening: list[int]) -> None:
+                 fee: int, workers: int, service_file: Path, name: str,
+                 listening: list[int]) -> None:
     """Run the merchant until SIGINT/SIGTERM; service.json exists while it listens.
 
     The bound port is appended to ``listening`` once the service is up.
@@ -66,7 +67,7 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(run_merchant, seed, pubkey, store, rpc, host,
-                                                port, fee=fee))
+                                                port, fee=fee, workers=workers))
             listening.append(bound)
             url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
             _write_service_file(service_file, {"name": name, "address": address_text(pubkey),
@@ -90,11 +91,14 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
                    "<wallet-dir>/merchants/NAME/service.json.")
 @click.option("--fee", type=UNITS, default=0, show_default=True,
               help="Fee in UNITS each REDEEM pays the miner, out of its payout.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes checking ticket signatures; 1 checks them in a thread of "
+                   "the service itself.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
-                   log_level: str) -> None:
+                   workers: int, log_level: str) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
     Serves POST /v1/tickets and GET /v1/status (SPEC §13) and, beside it, claims every
@@ -117,7 +121,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     listening: list[int] = []
     try:
-        trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee,
+        trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee, workers,
                  service_file, name, listening)
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
