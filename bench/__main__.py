@@ -2,6 +2,7 @@
 
 import argparse
 
+from bench import merchant
 from bench.tickets import run_all
 
 
@@ -11,6 +12,7 @@ def main() -> None:
                         help="time budget per measurement (default 1 s)")
     args = parser.parse_args()
     run_all(args.seconds)
+    merchant.run_all(args.seconds)
 
 
 main()

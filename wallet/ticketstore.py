@@ -160,6 +160,28 @@ class TicketStore:
         """True if ``(escrow_id, seqno)`` was accepted before (SPEC §4.1 step 3)."""
         return self._db.get(_TICKET + escrow_id + _u64(seqno)) is not None
 
+    def stored_among(self, escrow_id: bytes, seqnos: Sequence[int]) -> set[int]:
+        """The members of ``seqnos`` already stored for ``escrow_id`` (SPEC §4.1 step 3).
+
+        A dense batch (the usual one: consecutive seqnos) is answered by one range scan
+        of the keys between its lowest and highest seqno; a sparse one by a lookup each,
+        so the work stays within a few times ``len(seqnos)`` either way.
+        """
+        if not seqnos:
+            return set()
+        lo, hi = min(seqnos), max(seqnos)
+        if hi - lo >= 4 * len(seqnos) + 64:
+            return {s for s in set(seqnos) if self.contains(escrow_id, s)}
+        prefix = _TICKET + escrow_id
+        wanted = set(seqnos)
+        found = set()
+        for key in self._db.iterator(start=prefix + _u64(lo), stop=prefix + _u64(hi) + b"\0",
+                                     include_value=False):
+            seqno = int.from_bytes(key[1 + _ID:], "big")
+            if seqno in wanted:
+                found.add(seqno)
+        return found
+
     def get(self, escrow_id: bytes, seqno: int) -> StoredTicket | None:
         """The stored ticket ``(escrow_id, seqno)``, or ``None``."""
         raw = self._db.get(_TICKET + escrow_id + _u64(seqno))

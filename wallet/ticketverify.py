@@ -65,7 +65,7 @@ class TicketVerifier:
         self.workers = workers
         self.chunk = chunk
         self.min_chunk = min_chunk
-        self._limiter = trio.CapacityLimiter(workers)
+        self._limiter = trio.CapacityLimiter(1)  # the one verifying thread (workers == 1)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def start(self) -> TicketVerifier:
@@ -99,14 +99,14 @@ class TicketVerifier:
 
     async def verify(self, genesis_hash: bytes, owners: Sequence[bytes], owner_of: bytes,
                      tickets: bytes) -> bytes:
-        """``verify_batch`` in a worker thread or process; waits for a free worker first."""
+        """``verify_batch`` in the worker thread (waiting for it to be free) or in a
+        worker process (queued at once: the pool hands tasks to processes as they free up,
+        so no process waits for the event loop between two chunks)."""
         if self._pool is None:
             return await trio.to_thread.run_sync(verify_batch, genesis_hash, owners, owner_of,
                                                  tickets, limiter=self._limiter)
-        async with self._limiter:
-            future = self._pool.submit(verify_batch, genesis_hash, tuple(owners), owner_of,
-                                       tickets)
-            try:
-                return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-            finally:
-                future.cancel()
+        future = self._pool.submit(verify_batch, genesis_hash, tuple(owners), owner_of, tickets)
+        try:
+            return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        finally:
+            future.cancel()

@@ -103,3 +103,12 @@ def test_invalid_store_in_use(tmp_path):
     with TicketStore(tmp_path / "s"):
         with pytest.raises(StoreError, match="cannot open"):
             TicketStore(tmp_path / "s")
+
+
+def test_stored_among_dense_and_sparse(tmp_path):
+    with TicketStore(tmp_path / "s") as store:
+        store.add_tickets([new(s) for s in (3, 4, 9)] + [new(5, eid=OTHER)])
+        assert store.stored_among(EID, list(range(2, 12))) == {3, 4, 9}  # one range scan
+        assert store.stored_among(EID, [4, 10**6]) == {4}  # sparse: one lookup each
+        assert store.stored_among(EID, [5]) == set() and store.stored_among(EID, []) == set()
+        assert store.stored_among(OTHER, [4, 5, 6]) == {5}
