@@ -10,6 +10,9 @@ unissued seqno (a high-water mark) in a LevelDB directory:
   file would need its own advisory locking for the same guarantee.
 - The new mark is written with ``sync=True`` (fsync) *before* any ticket is signed and
   returned; a crash afterwards only skips seqnos, which is harmless.
+- A large issue is reserved chunk by chunk (``issue_chunks``), each chunk just before
+  it is signed and sent, so a crash loses at most the chunks then in hand, never the rest
+  of the round.
 
 Key layout: ``n`` escrow_id(32) -> next unissued seqno (8 bytes, big-endian).
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from wallet.durable import replace_durably
 from wallet.httpclient import HttpConnections
 
 MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
+DELIVERY_CHUNK = 1_000  # tickets reserved, signed and sent together by ``issue_chunks``
 SEND_TIMEOUT = 60.0  # seconds per POST to a merchant service
 _NEXT = b"n"
 
@@ -134,6 +138,35 @@ class TicketIssuer:
         return [sign_ticket(seed, genesis_hash, escrow_id, merchant_index, s) for s in seqnos]
 
 
+    def issue_chunks(self, seed: bytes, genesis_hash: bytes, escrow: EscrowState,
+                     escrow_id: bytes, merchant_index: int, count: int, current_round: int,
+                     chunk: int = DELIVERY_CHUNK) -> Iterator[list[Ticket]]:
+        """``issue`` in chunks of at most ``chunk`` tickets, each reserved (fsynced) only
+        when the caller asks for it, i.e. once the previous one is on its way.
+
+        Yields at least one non-empty list, up to ``count`` tickets in all; stops early
+        when the round runs out. Raises ``IssueError`` like ``issue`` for the first chunk
+        (a later chunk finding the round used up just ends the iteration).
+        """
+        if chunk < 1:
+            raise IssueError(f"chunk must be at least 1, not {chunk}")
+        remaining = count
+        first = True
+        while remaining > 0:
+            try:
+                tickets = self.issue(seed, genesis_hash, escrow, escrow_id, merchant_index,
+                                     min(chunk, remaining), current_round)
+            except IssueError:
+                if first:
+                    raise
+                return  # someone else took the rest of the round meanwhile
+            first = False
+            remaining -= len(tickets)
+            yield tickets
+            if len(tickets) < chunk and remaining > 0:
+                return  # the round ran out
+
+
 def _merge(total: dict[str, Any], reply: Any, offset: int, sent: int) -> None:
     if not isinstance(reply, dict):
         raise TicketSendError(f"merchant answered {str(reply)[:200]!r}, not a JSON object")
@@ -159,19 +192,43 @@ def send_tickets(url: str, tickets: Sequence[Ticket], *,
     with indexes into ``tickets``. Raises ``TicketSendError`` when a request fails or the
     answer is not SPEC §13 JSON (tickets of earlier requests may already be accepted then).
     """
-    endpoint = url.rstrip("/") + "/v1/tickets"
-    total: dict[str, Any] = {"accepted": 0, "rejected": []}
-    try:
-        connections = HttpConnections(endpoint, timeout)
-    except ValueError as exc:
-        raise TicketSendError(f"cannot reach merchant at {endpoint}: {exc}") from None
-    try:
+    with TicketSender(url, timeout=timeout) as sender:
+        sender.send(tickets)
+        return sender.total
+
+
+class TicketSender:
+    """POSTs batches of tickets to one merchant service over one keep-alive connection
+    (SPEC §13). ``total`` merges every answer, with rejection indexes counted from the
+    first ticket ever sent; ``sent`` counts the tickets whose answer came back. Raises
+    ``TicketSendError`` (also at construction, for a URL that is not http(s))."""
+
+    def __init__(self, url: str, *, timeout: float = SEND_TIMEOUT) -> None:
+        self.endpoint = url.rstrip("/") + "/v1/tickets"
+        try:
+            self._connections = HttpConnections(self.endpoint, timeout)
+        except ValueError as exc:
+            raise TicketSendError(f"cannot reach merchant at {self.endpoint}: {exc}") from None
+        self.sent = 0
+        self.total: dict[str, Any] = {"accepted": 0, "rejected": []}
+
+    def send(self, tickets: Sequence[Ticket]) -> None:
+        """One request per 10 000 tickets; the answers merged into ``total``."""
         for offset in range(0, len(tickets), MAX_TICKETS_PER_REQUEST):
             chunk = tickets[offset:offset + MAX_TICKETS_PER_REQUEST]
-            _merge(total, _post_chunk(connections, endpoint, chunk), offset, len(chunk))
-    finally:
-        connections.close()
-    return total
+            _merge(self.total, _post_chunk(self._connections, self.endpoint, chunk),
+                   self.sent, len(chunk))
+            self.sent += len(chunk)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connections.close()
+
+    def __enter__(self) -> TicketSender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _post_chunk(connections: HttpConnections, endpoint: str, chunk: Sequence[Ticket]) -> Any:

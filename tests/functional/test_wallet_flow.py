@@ -11,20 +11,22 @@ penalty is burned (SPEC §3, §4, §6–§9, §13).
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
-from consensus.ticket import sign_ticket
+from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
 from tests.functional.framework import (PREMINE_AMOUNT, REPO_ROOT, test_address, test_seed,
                                         wait_until)
-from wallet.issuer import read_tickets, write_tickets
+from wallet.issuer import TicketIssuer, read_tickets, write_tickets
 
 BETA = 1000  # units per winning ticket
 TKT_RATE, ROUNDS, DRAW_LEN = 4, 4, 2  # p = 1/2: k = 4 winners of 8 seqnos per group
@@ -255,3 +257,90 @@ def test_wallet_send_nonces_and_wait(nodes_factory, tmp_path, processes):
     assert account["balance"] == PREMINE_AMOUNT - 350_000_250 - 2 * 1000
     poor = cust.run("send", "cust", to, "2000000", ok=False)
     assert poor.returncode == 1 and poor.stderr.startswith("error: insufficient funds")
+
+
+class StallingMerchant:
+    """A stand-in merchant service on 127.0.0.1 that acknowledges the first POST (SPEC §13
+    answer, every ticket accepted) and leaves the second one unanswered, so the test can
+    kill the customer while a delivery is in flight. Records the seqnos it was sent."""
+
+    STALL_LIMIT = 60.0  # seconds the second request is held at most
+
+    def __init__(self) -> None:
+        self.seqnos: list[int] = []
+        self.posts = 0
+        self.release = threading.Event()
+        merchant = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                merchant.seqnos += [t.seqno for t in tickets_of(body)]
+                merchant.posts += 1
+                if merchant.posts > 1:
+                    merchant.release.wait(merchant.STALL_LIMIT)
+                    return
+                data = json.dumps({"accepted": len(body) // TICKET_SIZE,
+                                   "rejected": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def tickets_of(body: bytes) -> list[Ticket]:
+    return [Ticket.decode(body[i:i + TICKET_SIZE]) for i in range(0, len(body), TICKET_SIZE)]
+
+
+def test_killed_ticket_issue_costs_only_its_chunks(nodes_factory, tmp_path, processes):
+    """Issue 6: a `ticket issue` SIGKILLed mid-delivery loses at most the chunks it held;
+    the next issue of the same round continues right after the last reserved seqno."""
+    node = nodes_factory.start_node()
+    cust = Wallet(tmp_path / "customer", node.datadir)
+    cust.run("key", "import", "cust", "--seed-hex", test_seed(0).hex(), "--empty-passphrase")
+    rate, chunk = 2000, 300
+    e = run_while_mining(node, cust, processes, "escrow", "create", "cust",
+                         "--merchant", test_address(5), "--beta", 1, "--p", "1/2",
+                         "--tkt-rate", rate, "--rounds", 2, "--draw-len", 1)
+    eid, start = e["escrow_id"], e["start"]
+    node.generate(start - 1 - node.getinfo()["height"])  # current round: start
+    stub = StallingMerchant()
+    try:
+        proc = cust.popen("ticket", "issue", "cust", eid, "--merchant-index", 0,
+                          "--count", rate, "--chunk", chunk, "--to", stub.url,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(proc)
+        wait_until(lambda: stub.posts >= 2 or proc.poll() is not None, timeout=CLI_TIMEOUT,
+                   description="the second delivery to arrive")
+        assert proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        stub.close()
+    with TicketIssuer(cust.wallet_dir / "issuer") as issuer:
+        mark = issuer.next_seqno(bytes.fromhex(eid))
+    assert stub.seqnos == list(range(2 * chunk))  # two chunks went out, the second unanswered
+    assert 2 * chunk <= mark <= 3 * chunk  # at most the next chunk was reserved besides
+    out = tmp_path / "after-kill.tkt"
+    after = cust.json("ticket", "issue", "cust", eid, "--merchant-index", 0,
+                      "--count", rate - mark, "--out", out)
+    assert (after["round"], after["seqno_first"], after["count"]) == (start, mark, rate - mark)
+    assert after["seqno_last"] == rate - 1  # the rest of the round, none reissued

@@ -213,3 +213,31 @@ def test_invalid_send_tickets_unreachable():
     ticket = Ticket(1, 0, ESCROW_ID, 0, bytes(64))
     with pytest.raises(TicketSendError, match="cannot reach merchant"):
         send_tickets(f"http://127.0.0.1:{port}", [ticket])
+
+
+def test_issue_chunks_reserves_each_chunk_only_when_asked(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        chunks = iss.issue_chunks(OWNER_SEED, GENESIS, make_escrow(), ESCROW_ID, 0, 8, 13,
+                                  chunk=3)
+        first = next(chunks)
+        assert [t.seqno for t in first] == [0, 1, 2] and iss.next_seqno(ESCROW_ID) == 3
+        assert [[t.seqno for t in c] for c in chunks] == [[3, 4, 5], [6, 7]]
+        assert iss.next_seqno(ESCROW_ID) == 8
+        # the round has 2 seqnos left: one short chunk, then the iteration ends
+        rest = list(iss.issue_chunks(OWNER_SEED, GENESIS, make_escrow(), ESCROW_ID, 0, 5, 13,
+                                     chunk=3))
+        assert [[t.seqno for t in c] for c in rest] == [[8, 9]]
+        with pytest.raises(IssueError, match="already issued"):
+            next(iss.issue_chunks(OWNER_SEED, GENESIS, make_escrow(), ESCROW_ID, 0, 1, 13))
+
+
+def test_abandoned_issue_costs_only_its_reserved_chunks(tmp_path):
+    """A crash between chunks (here: the caller stops asking) leaves the round usable."""
+    with TicketIssuer(tmp_path / "iss") as iss:
+        chunks = iss.issue_chunks(OWNER_SEED, GENESIS, make_escrow(), ESCROW_ID, 0, 10, 13,
+                                  chunk=2)
+        next(chunks)
+        next(chunks)
+        del chunks
+    with TicketIssuer(tmp_path / "iss") as iss:
+        assert [t.seqno for t in issue(iss, 6, 13)] == [4, 5, 6, 7, 8, 9]

@@ -2,12 +2,16 @@
 
 Issuing goes through ``wallet.issuer.TicketIssuer`` with its state in
 ``<wallet-dir>/issuer``: the seqno high-water mark is on disk (fsynced) before any
-ticket is signed, so a seqno is never handed out twice, even across crashes.
+ticket is signed, so a seqno is never handed out twice, even across crashes. Seqnos are
+reserved chunk by chunk (``--chunk``): the next chunk is reserved and signed while the
+previous one is being delivered, so a killed ``ticket issue`` costs at most the two
+chunks in hand, and the rest of the round stays issuable.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,8 @@ from consensus.escrow import EscrowState
 from consensus.ticket import Ticket
 from wallet.commands.common import (ESCROW_ID, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet)
-from wallet.issuer import TicketIssuer, TicketSendError, read_tickets, send_tickets, write_tickets
+from wallet.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer, TicketSender,
+                           TicketSendError, read_tickets, send_tickets, write_tickets)
 
 
 @click.group()
@@ -47,18 +52,37 @@ def _summary_text(summary: dict[str, Any]) -> str:
     return text
 
 
-def _deliver(wallet: WalletContext, url: str, tickets: list[Ticket], eid: str) -> dict[str, Any]:
-    """POST tickets; on failure keep them in ``<wallet-dir>/undelivered/`` and say so."""
-    try:
-        return _summary(send_tickets(url, tickets))
-    except TicketSendError as exc:
-        keep = wallet.wallet_dir / "undelivered"
-        keep.mkdir(parents=True, exist_ok=True)
-        path = keep / f"{eid}-{tickets[0].seqno}-{tickets[-1].seqno}.tkt"
-        write_tickets(path, tickets)
-        raise WalletError(f"{exc}\nthe {len(tickets)} tickets were issued and saved in {path}; "
-                          f"retry with `ticket send {path} --to URL` while their round is "
-                          "current") from None
+def _keep_undelivered(wallet: WalletContext, tickets: list[Ticket], eid: str,
+                      exc: TicketSendError) -> WalletError:
+    """Save tickets a merchant did not acknowledge in ``<wallet-dir>/undelivered/``."""
+    keep = wallet.wallet_dir / "undelivered"
+    keep.mkdir(parents=True, exist_ok=True)
+    path = keep / f"{eid}-{tickets[0].seqno}-{tickets[-1].seqno}.tkt"
+    write_tickets(path, tickets)
+    return WalletError(f"{exc}\nthe {len(tickets)} tickets were issued and saved in {path}; "
+                       f"retry with `ticket send {path} --to URL` while their round is "
+                       "current")
+
+
+def _issue_and_deliver(wallet: WalletContext, chunks, url: str, eid: str
+                       ) -> tuple[list[Ticket], dict[str, Any]]:
+    """Send each chunk while the next one is reserved and signed; all tickets and the
+    merged SPEC §13 answer. On a failed delivery the tickets not acknowledged are kept
+    (``_keep_undelivered``) and no further chunk is reserved."""
+    issued: list[Ticket] = []
+    with TicketSender(url) as sender, ThreadPoolExecutor(1) as pool:
+        in_flight: Future | None = None
+        try:
+            for chunk in chunks:
+                if in_flight is not None:
+                    in_flight.result()
+                issued += chunk
+                in_flight = pool.submit(sender.send, chunk)
+            if in_flight is not None:
+                in_flight.result()
+        except TicketSendError as exc:
+            raise _keep_undelivered(wallet, issued[sender.sent:], eid, exc) from None
+        return issued, _summary(sender.total)
 
 
 @ticket.command("issue")
@@ -74,11 +98,15 @@ def _deliver(wallet: WalletContext, url: str, tickets: list[Ticket], eid: str) -
               help="Merchant service base URL; tickets are POSTed to URL/v1/tickets.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the tickets to this new file instead (107 bytes each).")
+@click.option("--chunk", type=click.IntRange(1, MAX_TICKETS_PER_REQUEST),
+              default=DELIVERY_CHUNK, show_default=True,
+              help="Tickets reserved, signed and sent at a time; a crash costs at most two "
+                   "chunks of the round.")
 @json_option
 @pass_wallet
 def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: str | None,
                  merchant_index: int | None, count: int, url: str | None, out: Path | None,
-                 as_json: bool) -> None:
+                 chunk: int, as_json: bool) -> None:
     """Issue COUNT tickets of ESCROW_ID, owned by the wallet key FROM, to one merchant.
 
     The seqnos come from the current round (node height + 1): round r carries seqnos
@@ -118,9 +146,14 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
     seed = wallet.load_seed(sender)
     genesis = wallet.genesis_hash()
     current_round = wallet.height() + 1
+    delivery: dict[str, Any] = {}
     with TicketIssuer(wallet.wallet_dir / "issuer") as issuer:
-        tickets = issuer.issue(seed, genesis, escrow, bytes.fromhex(escrow_id),
-                               merchant_index, count, current_round)
+        chunks = issuer.issue_chunks(seed, genesis, escrow, bytes.fromhex(escrow_id),
+                                     merchant_index, count, current_round, chunk)
+        if url is not None:
+            tickets, delivery = _issue_and_deliver(wallet, chunks, url, escrow_id)
+        else:
+            tickets = [t for part in chunks for t in part]
     result: dict[str, Any] = {
         "escrow_id": escrow_id, "merchant_index": merchant_index,
         "merchant": encode_address(escrow.merchants[merchant_index]), "round": current_round,
@@ -131,7 +164,7 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
         result["out"] = str(out)
     else:
         result["to"] = url
-        result.update(_deliver(wallet, url, tickets, escrow_id))
+        result.update(delivery)
     if as_json:
         echo_json(result)
         return
