@@ -40,6 +40,7 @@ REQUESTS = 6  # requests per service measurement (the first one warms up)
 TKT_RATE = 150_000  # seqnos per round: direct posts take 120 000 of round cur + 1
 ISSUE_COUNTS = (1_000, 10_000)  # `ticket issue --to --count` sizes
 ISSUE_RUNS = 3  # runs of each size
+ISSUE_EXTRA: tuple[str, ...] = ()  # more `ticket issue` options (e.g. a --chunk to compare)
 WALLET = [sys.executable, "-m", "wallet.cli"]
 
 
@@ -187,7 +188,8 @@ def _run(devnet: Devnet, node) -> None:
                         start = time.perf_counter()
                         out = _wallet(devnet, node.datadir, "ticket", "issue", "customer",
                                       eid.hex(), "--merchant", name, "--count", count,
-                                      "--to", merchant.url, "--json").stdout
+                                      "--to", merchant.url, "--json",
+                                      *ISSUE_EXTRA).stdout
                         elapsed = time.perf_counter() - start
                         issued = json.loads(out)
                         if issued["accepted"] != count:

@@ -193,15 +193,21 @@ def send_tickets(url: str, tickets: Sequence[Ticket], *,
     answer is not SPEC §13 JSON (tickets of earlier requests may already be accepted then).
     """
     with TicketSender(url, timeout=timeout) as sender:
-        sender.send(tickets)
+        for offset in range(0, len(tickets), MAX_TICKETS_PER_REQUEST):
+            chunk = tickets[offset:offset + MAX_TICKETS_PER_REQUEST]
+            sender.merge(sender.post(chunk), offset, len(chunk))
         return sender.total
 
 
 class TicketSender:
-    """POSTs batches of tickets to one merchant service over one keep-alive connection
-    (SPEC §13). ``total`` merges every answer, with rejection indexes counted from the
-    first ticket ever sent; ``sent`` counts the tickets whose answer came back. Raises
-    ``TicketSendError`` (also at construction, for a URL that is not http(s))."""
+    """POSTs batches of tickets to one merchant service over keep-alive connections
+    (SPEC §13), one per request in flight.
+
+    ``post(tickets)`` sends one request (at most 10 000 tickets) and returns the decoded
+    answer; it may be called from several threads at once. ``merge(reply, offset, n)``
+    adds an answer to ``total``, with rejection indexes shifted by ``offset``. Raises
+    ``TicketSendError`` (also at construction, for a URL that is not http(s)).
+    """
 
     def __init__(self, url: str, *, timeout: float = SEND_TIMEOUT) -> None:
         self.endpoint = url.rstrip("/") + "/v1/tickets"
@@ -209,19 +215,20 @@ class TicketSender:
             self._connections = HttpConnections(self.endpoint, timeout)
         except ValueError as exc:
             raise TicketSendError(f"cannot reach merchant at {self.endpoint}: {exc}") from None
-        self.sent = 0
         self.total: dict[str, Any] = {"accepted": 0, "rejected": []}
 
-    def send(self, tickets: Sequence[Ticket]) -> None:
-        """One request per 10 000 tickets; the answers merged into ``total``."""
-        for offset in range(0, len(tickets), MAX_TICKETS_PER_REQUEST):
-            chunk = tickets[offset:offset + MAX_TICKETS_PER_REQUEST]
-            _merge(self.total, _post_chunk(self._connections, self.endpoint, chunk),
-                   self.sent, len(chunk))
-            self.sent += len(chunk)
+    def post(self, tickets: Sequence[Ticket]) -> Any:
+        """One SPEC §13 request; the JSON answer of an HTTP 200."""
+        if len(tickets) > MAX_TICKETS_PER_REQUEST:
+            raise ValueError(f"at most {MAX_TICKETS_PER_REQUEST} tickets per request")
+        return _post_chunk(self._connections, self.endpoint, tickets)
+
+    def merge(self, reply: Any, offset: int, count: int) -> None:
+        """Check ``reply`` to a request of ``count`` tickets and add it to ``total``."""
+        _merge(self.total, reply, offset, count)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         self._connections.close()
 
     def __enter__(self) -> TicketSender:

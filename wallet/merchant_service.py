@@ -272,6 +272,7 @@ class MerchantService:
         escrows = await self._escrows(parsed)
         stored = await trio.to_thread.run_sync(self._stored_among, parsed, escrows)
         rounds = _RoundCache(params, t)
+        latest = [t]  # the tip once more, read while the signatures are checked
         async with trio.open_nursery() as nursery:
             batch = _Batch(self._verifier, self._view.genesis_hash, len(parsed), nursery)
             for i, ticket in enumerate(parsed):
@@ -300,10 +301,12 @@ class MerchantService:
                     out_of_range.append(cand)
                 batch.add(cand)
             batch.flush()
+            if candidates:
+                nursery.start_soon(self._height_now, t, latest)
         verdict = {c.index: bool(v) for c, v in zip(batch.sent, batch.valid)}
         await self._keep_evidence(out_of_range, [verdict[c.index] for c in out_of_range])
         accepted = await self._accept(params, candidates,
-                                      [verdict[c.index] for c in candidates], t,
+                                      [verdict[c.index] for c in candidates], t, latest[0],
                                       stored_before, rejected)
         return {"accepted": accepted,
                 "rejected": [{"index": i, "reason": rejected[i]} for i in sorted(rejected)]}
@@ -341,19 +344,22 @@ class MerchantService:
                 log.warning("escrow %s: signed out-of-range ticket seqno %d kept as evidence",
                             cand.ticket.escrow_id.hex(), cand.ticket.seqno)
 
+    async def _height_now(self, t: int, latest: list[int]) -> None:
+        """Read the best height again into ``latest[0]`` (kept at ``t`` if that fails)."""
+        try:
+            latest[0] = max(t, await self._view.height(fresh=True))
+        except NodeError as exc:
+            log.info("height refresh failed, keeping the request's snapshot: %s", exc)
+
     async def _accept(self, params: ChainParams, candidates: list[_Candidate],
-                      valid: list[bool], t: int, stored_before: int,
+                      valid: list[bool], t: int, now: int, stored_before: int,
                       rejected: dict[int, str]) -> int:
-        """Phase 3: final duplicate/round/draw checks, then one synced write; the count.
+        """Phase 3: final duplicate/round/draw checks at height ``now`` (read again while
+        the signatures were checked), then one synced write; the count.
 
         The store is asked again only if another request stored tickets since this one
         looked (``stored_before``), and the schedule only if the best height moved.
         """
-        try:
-            now = max(t, await self._view.height(fresh=True))
-        except NodeError as exc:
-            log.info("height refresh failed, keeping the request's snapshot: %s", exc)
-            now = t
         async with self._accept_lock:
             recheck_store = self._stored != stored_before
             new: list[NewTicket] = []

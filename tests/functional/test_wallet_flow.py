@@ -311,7 +311,8 @@ def tickets_of(body: bytes) -> list[Ticket]:
 
 
 def test_killed_ticket_issue_costs_only_its_chunks(nodes_factory, tmp_path, processes):
-    """Issue 6: a `ticket issue` SIGKILLed mid-delivery loses at most the chunks it held;
+    """Issue 6: a `ticket issue` SIGKILLed mid-delivery loses at most the chunks it held
+    (three: two deliveries in flight and the next chunk being signed);
     the next issue of the same round continues right after the last reserved seqno."""
     node = nodes_factory.start_node()
     cust = Wallet(tmp_path / "customer", node.datadir)
@@ -337,8 +338,9 @@ def test_killed_ticket_issue_costs_only_its_chunks(nodes_factory, tmp_path, proc
         stub.close()
     with TicketIssuer(cust.wallet_dir / "issuer") as issuer:
         mark = issuer.next_seqno(bytes.fromhex(eid))
-    assert stub.seqnos == list(range(2 * chunk))  # two chunks went out, the second unanswered
-    assert 2 * chunk <= mark <= 3 * chunk  # at most the next chunk was reserved besides
+    # the first chunk was answered; the second (and maybe a third) went out unanswered
+    assert sorted(stub.seqnos) in (list(range(2 * chunk)), list(range(3 * chunk)))
+    assert 2 * chunk <= mark <= 3 * chunk  # three chunks in hand at most
     out = tmp_path / "after-kill.tkt"
     after = cust.json("ticket", "issue", "cust", eid, "--merchant-index", 0,
                       "--count", rate - mark, "--out", out)

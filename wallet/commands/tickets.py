@@ -4,13 +4,13 @@ Issuing goes through ``wallet.issuer.TicketIssuer`` with its state in
 ``<wallet-dir>/issuer``: the seqno high-water mark is on disk (fsynced) before any
 ticket is signed, so a seqno is never handed out twice, even across crashes. Seqnos are
 reserved chunk by chunk (``--chunk``): the next chunk is reserved and signed while the
-previous one is being delivered, so a killed ``ticket issue`` costs at most the two
-chunks in hand, and the rest of the round stays issuable.
+previous ones (at most two) are being delivered, so a killed ``ticket issue`` costs at
+most the three chunks in hand, and the rest of the round stays issuable.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -64,24 +64,31 @@ def _keep_undelivered(wallet: WalletContext, tickets: list[Ticket], eid: str,
                        "current")
 
 
+DELIVERIES_IN_FLIGHT = 2  # requests to the merchant at once: its checks never wait for us
+
+
 def _issue_and_deliver(wallet: WalletContext, chunks, url: str, eid: str
                        ) -> tuple[list[Ticket], dict[str, Any]]:
-    """Send each chunk while the next one is reserved and signed; all tickets and the
-    merged SPEC §13 answer. On a failed delivery the tickets not acknowledged are kept
-    (``_keep_undelivered``) and no further chunk is reserved."""
+    """Deliver chunks while the next one is reserved and signed, with up to
+    ``DELIVERIES_IN_FLIGHT`` requests outstanding; all tickets and the merged SPEC §13
+    answer. When a delivery fails no further chunk is reserved, and the tickets from the
+    failed chunk on are kept (``_keep_undelivered``; a merchant that did take some of
+    them answers a retry with duplicate-ticket)."""
     issued: list[Ticket] = []
-    with TicketSender(url) as sender, ThreadPoolExecutor(1) as pool:
-        in_flight: Future | None = None
+    in_flight: deque[tuple[int, int, Future]] = deque()  # (offset, count, answer)
+    with TicketSender(url) as sender, ThreadPoolExecutor(DELIVERIES_IN_FLIGHT) as pool:
         try:
             for chunk in chunks:
-                if in_flight is not None:
-                    in_flight.result()
+                in_flight.append((len(issued), len(chunk), pool.submit(sender.post, chunk)))
                 issued += chunk
-                in_flight = pool.submit(sender.send, chunk)
-            if in_flight is not None:
-                in_flight.result()
+                if len(in_flight) == DELIVERIES_IN_FLIGHT:
+                    offset, count, answer = in_flight.popleft()
+                    sender.merge(answer.result(), offset, count)
+            while in_flight:
+                offset, count, answer = in_flight.popleft()
+                sender.merge(answer.result(), offset, count)
         except TicketSendError as exc:
-            raise _keep_undelivered(wallet, issued[sender.sent:], eid, exc) from None
+            raise _keep_undelivered(wallet, issued[offset:], eid, exc) from None
         return issued, _summary(sender.total)
 
 
@@ -100,7 +107,7 @@ def _issue_and_deliver(wallet: WalletContext, chunks, url: str, eid: str
               help="Write the tickets to this new file instead (107 bytes each).")
 @click.option("--chunk", type=click.IntRange(1, MAX_TICKETS_PER_REQUEST),
               default=DELIVERY_CHUNK, show_default=True,
-              help="Tickets reserved, signed and sent at a time; a crash costs at most two "
+              help="Tickets reserved, signed and sent at a time; a crash costs at most three "
                    "chunks of the round.")
 @json_option
 @pass_wallet
