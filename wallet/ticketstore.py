@@ -265,14 +265,17 @@ class TicketStore:
         stored or appears twice in ``tickets``.
         """
         pack = msgpack.Packer(use_bin_type=True).pack
+        by_escrow: dict[bytes, list[int]] = {}
+        for new in tickets:
+            by_escrow.setdefault(new.escrow_id, []).append(new.seqno)
         with self._lock:
-            seen = set()
-            get = self._db.get
-            for new in tickets:
-                key = _TICKET + new.escrow_id + new.seqno.to_bytes(8, "big")
-                if key in seen or get(key) is not None:
-                    raise ValueError(f"ticket {new.escrow_id.hex()}/{new.seqno} already stored")
-                seen.add(key)
+            for escrow_id, seqnos in by_escrow.items():
+                stored = self.stored_among(escrow_id, seqnos)
+                if not stored and len(set(seqnos)) != len(seqnos):
+                    seen: set[int] = set()
+                    stored = {s for s in seqnos if s in seen or seen.add(s)}
+                if stored:
+                    raise ValueError(f"ticket {escrow_id.hex()}/{min(stored)} already stored")
             held: dict[bytes, int] = {}
             groups: dict[bytes, tuple[int, int]] = {}
             with self._db.write_batch(sync=True, transaction=True) as batch:
