@@ -81,6 +81,7 @@ def _check_port(what: str, port: int) -> None:
 
 def _setup_logging(datadir: Path, level: str) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.raiseExceptions = False  # a full disk must not turn log lines into tracebacks
     root = logging.getLogger()
     root.setLevel(level)
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(datadir / "node.log")):
