@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test demo bench clean
+.PHONY: all venv test demo bench fuzz stress clean
 
 all: test
 
@@ -20,6 +20,15 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/microcash-devnet demo
+
+# 10^6 fuzz inputs over every tests/fuzz/fuzz_*.py target (atheris if it installs).
+fuzz: $(STAMP)
+	-$(BIN)/pip install --quiet --disable-pip-version-check -e '.[fuzz]'
+	$(BIN)/python -m tests.fuzz --inputs 1000000
+
+# 100 SIGKILL/restart iterations of the feature_dbcrash-style test.
+stress: $(STAMP)
+	DBCRASH_ITERATIONS=100 $(BIN)/python -m pytest -q --timeout 3600 tests/functional/test_dbcrash.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -16,7 +16,8 @@ value: that map *is* the undo record of a block (``None`` = key was absent).
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from consensus.encoding import expect_int, expect_list, packb, unpackb_canonical
+from consensus.encoding import expect_bytes, expect_int, expect_list, packb, unpackb_canonical
+from consensus.errors import DecodeError
 from consensus.escrow import EscrowState
 from consensus.hashing import tagged_hash
 
@@ -118,8 +119,23 @@ def encode_undo(undo: dict[bytes, bytes | None]) -> bytes:
 
 
 def decode_undo(data: bytes) -> dict[bytes, bytes | None]:
-    """Inverse of ``encode_undo``; raises ``DecodeError``."""
-    return {k: v for k, v in expect_list(unpackb_canonical(data))}
+    """Inverse of ``encode_undo``: ``{key: old_value_or_None}``.
+
+    Raises ``DecodeError`` (and nothing else) unless ``data`` is an array of
+    ``[bin key, bin-or-nil value]`` pairs with strictly ascending keys.
+    """
+    undo: dict[bytes, bytes | None] = {}
+    previous = None
+    for item in expect_list(unpackb_canonical(data), what="undo record"):
+        key, value = expect_list(item, 2, "undo entry")
+        expect_bytes(key, what="undo key")
+        if value is not None:
+            expect_bytes(value, what="undo value")
+        if previous is not None and key <= previous:
+            raise DecodeError("undo record: keys not in ascending order")
+        undo[key] = value
+        previous = key
+    return undo
 
 
 # ---- accounts --------------------------------------------------------------------------

@@ -1,9 +1,20 @@
-"""``microcash-node``: run one MicroCash node (SPEC §12.1)."""
+"""``microcash-node``: run one MicroCash node (SPEC §12.1).
 
+Every start-up failure ends the process with exit status 1 and ONE line
+``cannot start: <why>`` on stderr (and in ``node.log`` once logging is set up), never a
+traceback. A store write failure after start-up stops the node cleanly with exit
+status 1 (DESIGN "Storage faults").
+"""
+
+import errno
 import logging
+import os
 import signal
+import socket
 import sys
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import click
 import trio
@@ -11,12 +22,66 @@ import trio
 from consensus.address import decode_address
 from consensus.params import PROFILES, get_params
 from node.genesis import GenesisError, load_genesis
+from node.store import StoreError, StoreWriteError
 
 log = logging.getLogger("node")
+_logging_ready = False
+
+
+def _cannot_start(why: str) -> NoReturn:
+    """Report a start-up failure as one line and exit with status 1."""
+    if _logging_ready:
+        log.error("cannot start: %s", why)
+    else:
+        click.echo(f"cannot start: {why}", err=True)
+    sys.exit(1)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an OSError or another start-up exception."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside ``exc`` (trio wraps task errors in groups)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _check_datadir(datadir: Path) -> None:
+    """Create ``datadir`` if needed and prove it writable; else ``_cannot_start``."""
+    try:
+        datadir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=datadir, prefix=".write-test"):
+            pass
+    except OSError as exc:
+        _cannot_start(f"the data directory {datadir} is not usable: {exc.strerror or exc}")
+
+
+def _check_port(what: str, port: int) -> None:
+    """Refuse a fixed port another process listens on (the bind is retried by the
+    servers themselves; this only makes the message name the port)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio and hypercorn
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _cannot_start(f"{what} port 127.0.0.1:{port} is already in use "
+                              f"(another node? choose another --{what}-port)")
+            _cannot_start(f"cannot bind the {what} port 127.0.0.1:{port}: {_describe(exc)}")
 
 
 def _setup_logging(datadir: Path, level: str) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.raiseExceptions = False  # a full disk must not turn log lines into tracebacks
     root = logging.getLogger()
     root.setLevel(level)
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(datadir / "node.log")):
@@ -31,11 +96,27 @@ def _parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _serve(node) -> None:
+async def _serve(node, reindex_order: list[bytes] | None) -> None:
+    if reindex_order is not None:
+        await _reindex(node, reindex_order)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, node)
         await node.run()
         nursery.cancel_scope.cancel()
+
+
+async def _reindex(node, order: list[bytes]) -> None:
+    """Offer every kept block again, oldest first, through the normal block path."""
+    from node.storecheck import finish_reindex
+    log.info("reindex: replaying %d stored blocks", len(order))
+    for count, block_hash in enumerate(order, 1):
+        raw = node.store.get_block(block_hash)
+        if raw is not None:
+            await node.process_block(raw)
+        if count % 1000 == 0:
+            log.info("reindex: %d/%d blocks, height %d", count, len(order), node.chain.height)
+    finish_reindex(node.store)
+    log.info("reindex done: height %d", node.chain.height)
 
 
 async def _watch_signals(node) -> None:
@@ -60,9 +141,12 @@ async def _watch_signals(node) -> None:
               help="Peer to keep connected to; repeatable.")
 @click.option("--mine", "mine", metavar="ADDRESS",
               help="Mine continuously, paying the coinbase to ADDRESS (bech32m or hex).")
+@click.option("--reindex", is_flag=True,
+              help="Rebuild the chainstate from the stored blocks (the remedy for a damaged "
+                   "store); if the blocks are unreadable, delete the store and re-sync.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)
-def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, log_level):
+def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex, log_level):
     """Run a MicroCash node: LevelDB store, P2P gossip, JSON-RPC, optional miner.
 
     Stop it with Ctrl-C, SIGTERM or the `stop` RPC; it resumes from its store on restart.
@@ -75,18 +159,51 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, log_lev
     try:
         params = load_genesis(genesis_file, chain) if genesis_file else get_params(chain)
     except GenesisError as exc:
-        raise click.UsageError(str(exc)) from None
-    datadir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(datadir, log_level)
-    from node.node import Node  # imported late so --help stays fast
+        _cannot_start(str(exc))
+    _check_datadir(datadir)
     try:
+        _setup_logging(datadir, log_level)
+    except OSError as exc:
+        _cannot_start(f"cannot write the log {datadir / 'node.log'}: {_describe(exc)}")
+    global _logging_ready
+    _logging_ready = True
+    _check_port("p2p", p2p_port)
+    _check_port("rpc", rpc_port)
+    from node.node import Node  # imported late so --help stays fast
+    from node.storecheck import check_store, prepare_reindex
+    reindex_order = None
+    try:
+        if reindex:
+            reindex_order = prepare_reindex(datadir / "chain")
+        else:
+            check_store(datadir / "chain")
         node = Node(params, datadir, p2p_port=p2p_port, rpc_port=rpc_port, connect=peers,
                     mine_address=mine_address)
-    except Exception as exc:  # e.g. store locked by another node, foreign genesis
-        log.error("cannot start: %s", exc)
+    except StoreError as exc:
+        _cannot_start(str(exc))
+    except Exception as exc:  # e.g. foreign genesis
+        _cannot_start(_describe(exc))
+    ports_file = datadir / "ports.json"  # written once both servers listen
+    try:
+        ports_file.unlink(missing_ok=True)
+    except OSError as exc:
+        _cannot_start(f"cannot replace {ports_file}: {_describe(exc)}")
+    try:
+        trio.run(_serve, node, reindex_order)
+    except BaseException as exc:  # noqa: B036 - classified below, re-raised if unknown
+        leaves = _leaves(exc)
+        store_errors = [e for e in leaves if isinstance(e, StoreError)]
+        if store_errors:
+            if ports_file.exists():
+                log.error("stopped: %s", store_errors[0])
+                sys.exit(1)
+            _cannot_start(str(store_errors[0]))
+        if not ports_file.exists() and all(isinstance(e, Exception) for e in leaves):
+            _cannot_start("; ".join(_describe(e) for e in leaves))
+        raise
+    if node.store.failed is not None:
+        log.error("stopped: %s", node.store.failed)
         sys.exit(1)
-    trio.run(_serve, node)
-
 
 if __name__ == "__main__":
     cli()

@@ -47,6 +47,7 @@ class Node:
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
+        self.store.on_fatal = lambda reason: self.request_stop()  # DESIGN "Storage faults"
         self.chain = Chain(params, self.store)
         self.genesis_hash = self.chain.genesis_hash
         self.mempool = Mempool(params, self.genesis_hash)

@@ -15,15 +15,45 @@ record, the height and tx indexes and the tip marker (STYLE "State and storage")
 a crash the store is at some tip, never between two.
 """
 
+import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import plyvel
 
 from consensus.encoding import packb, unpackb_canonical
 from consensus.state import decode_undo, encode_undo
+from node.jsonrpc import RpcError
 
 _STATE, _BLOCK, _INDEX, _UNDO, _HEIGHT, _TXINDEX, _TIP = b"s", b"b", b"i", b"u", b"n", b"x", b"T"
+_REINDEXING = b"R"  # present while ``--reindex`` rebuilds the chainstate (node/storecheck.py)
+
+RPC_DATABASE_ERROR = -20
+log = logging.getLogger("node.store")
+
+
+class StoreError(Exception):
+    """The store cannot be used: locked, unreadable, corrupt, or a write failed.
+
+    ``str(exc)`` is one line for the operator, naming the remedy where there is one.
+    """
+
+
+class StoreCorruption(StoreError):
+    """The store's files are damaged or its chainstate is inconsistent; ``--reindex``
+    is the remedy (node/storecheck.py)."""
+
+
+class StoreWriteError(StoreError, RpcError):
+    """A write to the store failed (disk full, I/O error). Nothing of that write is
+    committed; the node must stop (DESIGN "Storage faults"). An RPC method hit by it
+    answers error -20 (bitcoind's RPC_DATABASE_ERROR) with this message."""
+
+    def __init__(self, message: str) -> None:
+        RpcError.__init__(self, RPC_DATABASE_ERROR, message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class StateBase:
@@ -46,12 +76,55 @@ class StateBase:
 
 
 class ChainStore:
-    """All persistent chain data of one node; raises ``plyvel.Error`` on I/O failure."""
+    """All persistent chain data of one node.
+
+    Opening raises ``StoreError`` (locked by another process, corrupt, unreadable);
+    every write goes through ``_write`` and raises ``StoreWriteError`` on failure, after
+    calling ``on_fatal(reason)`` once so the node can stop cleanly.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.db = plyvel.DB(str(path), create_if_missing=True)
+        self.path = path
+        self.on_fatal: Callable[[str], None] | None = None  # set by the node
+        self.failed: str | None = None  # why writes are refused, after a failed write
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            # paranoid_checks: a damaged log or table fails the open (or the read)
+            # instead of being skipped silently (DESIGN "Storage faults").
+            self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
+        except plyvel.CorruptionError as exc:
+            raise StoreCorruption(f"the store {path} is corrupt ({_first_line(exc)}); "
+                             "restart with --reindex to rebuild it") from None
+        except plyvel.IOError as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(f"the store {path} is in use by another process "
+                                 "(is another node running on this --datadir?)") from None
+            raise StoreError(f"cannot open the store {path}: {_first_line(exc)}") from None
+        except (plyvel.Error, OSError) as exc:
+            raise StoreError(f"cannot open the store {path}: {_first_line(exc)}") from None
         self.state = StateBase(self.db)
+
+    def _write(self, what: str, ops: list[tuple[bytes, bytes | None]]) -> None:
+        """The one place that writes: ``ops`` as ONE atomic synced batch (``None`` = delete).
+
+        On any LevelDB error nothing of the batch is committed; the store refuses every
+        later write, ``on_fatal`` is called once and ``StoreWriteError`` is raised.
+        """
+        if self.failed is not None:
+            raise StoreWriteError(self.failed)
+        try:
+            with self.db.write_batch(transaction=True, sync=True) as batch:
+                for key, value in ops:
+                    if value is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, value)
+        except (plyvel.Error, OSError) as exc:
+            self.failed = f"store write failed ({what}): {_first_line(exc)}"
+            log.critical("%s; shutting down to keep the store consistent", self.failed)
+            if self.on_fatal is not None:
+                self.on_fatal(self.failed)
+            raise StoreWriteError(self.failed) from None
 
     def close(self) -> None:
         """Close the database (idempotent)."""
@@ -61,7 +134,7 @@ class ChainStore:
     # -- blocks and index ----------------------------------------------------------------
     def put_block(self, block_hash: bytes, block_bytes: bytes) -> None:
         """Store a block's bytes (before it is connected)."""
-        self.db.put(_BLOCK + block_hash, block_bytes, sync=True)
+        self._write("block", [(_BLOCK + block_hash, block_bytes)])
 
     def get_block(self, block_hash: bytes) -> bytes | None:
         """Canonical bytes of a stored block."""
@@ -73,7 +146,7 @@ class ChainStore:
 
     def put_index(self, block_hash: bytes, header_bytes: bytes, status: int, seq: int) -> None:
         """Store or update a block index entry."""
-        self.db.put(_INDEX + block_hash, packb([header_bytes, status, seq]), sync=True)
+        self._write("index", [(_INDEX + block_hash, packb([header_bytes, status, seq]))])
 
     def iter_index(self) -> Iterator[tuple[bytes, bytes, int, int]]:
         """Every index entry as ``(hash, header_bytes, status, seq)``."""
@@ -103,29 +176,27 @@ class ChainStore:
     def commit_connect(self, block_hash: bytes, height: int, changes: dict[bytes, bytes | None],
                        undo: dict[bytes, bytes | None], txids: list[bytes]) -> None:
         """Connect a block as the new tip: one atomic, synced write batch."""
-        with self.db.write_batch(transaction=True, sync=True) as batch:
-            _write_state(batch, changes)
-            batch.put(_UNDO + block_hash, encode_undo(undo))
-            batch.put(_HEIGHT + height.to_bytes(8, "big"), block_hash)
-            for txid in txids:
-                batch.put(_TXINDEX + txid, height.to_bytes(8, "big"))
-            batch.put(_TIP, block_hash)
+        ops = [(_STATE + k, v) for k, v in changes.items()]
+        ops.append((_UNDO + block_hash, encode_undo(undo)))
+        ops.append((_HEIGHT + height.to_bytes(8, "big"), block_hash))
+        ops += [(_TXINDEX + txid, height.to_bytes(8, "big")) for txid in txids]
+        ops.append((_TIP, block_hash))
+        self._write("connect", ops)
 
     def commit_disconnect(self, block_hash: bytes, height: int, parent_hash: bytes,
                           undo: dict[bytes, bytes | None], txids: list[bytes]) -> None:
         """Disconnect the tip back to ``parent_hash``: one atomic, synced write batch."""
-        with self.db.write_batch(transaction=True, sync=True) as batch:
-            _write_state(batch, undo)
-            batch.delete(_UNDO + block_hash)
-            batch.delete(_HEIGHT + height.to_bytes(8, "big"))
-            for txid in txids:
-                batch.delete(_TXINDEX + txid)
-            batch.put(_TIP, parent_hash)
+        ops = [(_STATE + k, v) for k, v in undo.items()]
+        ops.append((_UNDO + block_hash, None))
+        ops.append((_HEIGHT + height.to_bytes(8, "big"), None))
+        ops += [(_TXINDEX + txid, None) for txid in txids]
+        ops.append((_TIP, parent_hash))
+        self._write("disconnect", ops)
 
 
-def _write_state(batch, changes: dict[bytes, bytes | None]) -> None:
-    for key, value in changes.items():
-        if value is None:
-            batch.delete(_STATE + key)
-        else:
-            batch.put(_STATE + key, value)
+def _first_line(exc: BaseException) -> str:
+    """LevelDB's message of ``exc`` (plyvel passes it as bytes), one line."""
+    text = exc.args[0] if exc.args else ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return (str(text).strip().splitlines() or [type(exc).__name__])[0]

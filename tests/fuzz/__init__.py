@@ -1,0 +1,1 @@
+"""Fuzz targets (``fuzz_<name>.py``) and their runner; see tests/fuzz/runner.py."""
