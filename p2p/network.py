@@ -11,6 +11,7 @@ import trio
 
 from p2p import messages
 from p2p.bans import BanList
+from p2p.download import BlockDownload
 from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
 from p2p.interface import ChainAccess
 from p2p.messages import MAX_ADDRS
@@ -62,6 +63,7 @@ class Network:
         self.handshake_timeout = handshake_timeout  # seconds, dial + hello
         self.idle_timeout = idle_timeout  # seconds a peer may stay silent
         self.bans = BanList()
+        self.download = BlockDownload(chain)  # shared block download scheduler
         self._targets: list[tuple[str, int]] = []
         self._target_nonce: dict[tuple[str, int], int] = {}
         self._peers: dict[int, Peer] = {}  # handshaken peers by id
@@ -90,6 +92,7 @@ class Network:
                         handler_nursery=nursery,
                     )
                 )
+                nursery.start_soon(self.download.run)
                 for target in self._targets:
                     nursery.start_soon(self._maintain_outbound, target)
                 logger.info("p2p listening on %s", format_address(self.host, self.listen_port))
@@ -149,6 +152,7 @@ class Network:
                 raise PeerDisconnect("duplicate connection")
         self._peers[peer.peer_id] = peer
         self._by_nonce[nonce] = peer
+        self.download.add_peer(peer)
 
     def known_addresses(self) -> list[tuple[str, int]]:
         """Listen addresses of handshaken peers (at most 1000), for `addr`."""
@@ -178,6 +182,7 @@ class Network:
 
     def _unregister(self, peer: Peer) -> None:
         self._peers.pop(peer.peer_id, None)
+        self.download.remove_peer(peer)
         nonce = peer.node_nonce
         if nonce is not None and self._by_nonce.get(nonce) is peer:
             del self._by_nonce[nonce]

@@ -22,12 +22,13 @@ from p2p.messages import (
     InvItem,
     WireObject,
 )
+from p2p.download import BlockDownload
 from p2p.peer import Peer
-from p2p.sync import PeerSync
 
 logger = logging.getLogger("p2p")
 
 STALL_FACTOR = 2  # a getheaders/getdata unanswered for this many idle_timeouts drops the peer
+SYNC_CHECK_SECONDS = 2.0  # how often an idle session checks whether the peer is ahead of us
 
 
 class SessionHost(Protocol):
@@ -39,6 +40,7 @@ class SessionHost(Protocol):
     user_agent: str
     handshake_timeout: float
     idle_timeout: float
+    download: BlockDownload
 
     def register_peer(self, peer: Peer) -> None:
         """Record a peer that finished its handshake; raises PeerDisconnect for duplicates."""
@@ -61,7 +63,9 @@ class PeerSession:
         self._chain = host.chain
         self._peer = peer
         self._reader = FrameReader(peer.stream)
-        self._sync = PeerSync(stall_timeout=STALL_FACTOR * host.idle_timeout)
+        self._download = host.download
+        self._stall_timeout = STALL_FACTOR * host.idle_timeout
+        self._headers_asked_at: float | None = None
         self._handlers = {
             "hello": self._on_hello,
             "ping": self._on_ping,
@@ -128,15 +132,20 @@ class PeerSession:
     async def _message_loop(self) -> None:
         idle = self._host.idle_timeout
         last_heard = trio.current_time()
+        next_sync_check = last_heard + SYNC_CHECK_SECONDS
         pinged = False
         while True:
             idle_deadline = last_heard + (idle if pinged else idle / 2)
+            stall_deadline = self._stall_deadline()
             body = None
-            with trio.move_on_at(min(idle_deadline, self._sync.stall_deadline())):
+            with trio.move_on_at(min(idle_deadline, stall_deadline, next_sync_check)):
                 body = await self._reader.read_frame()
+            now = trio.current_time()
+            if now >= next_sync_check:
+                next_sync_check = now + SYNC_CHECK_SECONDS
+                self._check_sync()
             if body is None:
-                now = trio.current_time()
-                if now >= self._sync.stall_deadline():
+                if now >= stall_deadline:
                     raise PeerDisconnect("sync stalled: requested data not delivered")
                 if now >= idle_deadline:
                     if pinged:
@@ -155,26 +164,26 @@ class PeerSession:
 
     # --- sync helpers -------------------------------------------------------------
 
-    def _request_headers(self) -> None:
-        if self._sync.headers_outstanding:
-            return
-        self._peer.send_frame(messages.build_getheaders(self._chain.get_locator()))
-        self._sync.headers_requested(trio.current_time())
+    def _stall_deadline(self) -> float:
+        deadline = self._download.stall_deadline(self._peer, self._stall_timeout)
+        if self._headers_asked_at is not None:
+            deadline = min(deadline, self._headers_asked_at + self._stall_timeout)
+        return deadline
 
-    def _request_blocks(self) -> None:
-        batch = self._sync.next_requests(self._chain.has_block, trio.current_time())
-        if batch:
-            for block_hash in batch:
-                self._peer.known.add(block_hash)
-            self._peer.send_frame(
-                messages.build_inventory("getdata", [("block", h) for h in batch])
-            )
-        start = self._sync.continue_from
-        if start is not None and self._sync.wants_continuation():
-            self._sync.continue_from = None
-            locator = [start] + [h for h in self._chain.get_locator() if h != start]
-            self._peer.send_frame(messages.build_getheaders(locator[:MAX_LOCATOR_HASHES]))
-            self._sync.headers_requested(trio.current_time())
+    def _request_headers(self, start: bytes | None = None) -> None:
+        """Send getheaders with our locator (after `start`, if given), one at a time."""
+        if self._headers_asked_at is not None:
+            return
+        locator = self._chain.get_locator()
+        if start is not None:
+            locator = [start] + [h for h in locator if h != start]
+        self._peer.send_frame(messages.build_getheaders(locator[:MAX_LOCATOR_HASHES]))
+        self._headers_asked_at = trio.current_time()
+
+    def _check_sync(self) -> None:
+        """Safety net: a peer ahead of us with nothing to fetch from it gets a getheaders."""
+        if self._peer.height > self._chain.best_height() and self._download.is_idle(self._peer):
+            self._request_headers()
 
     def _note_height(self, height: int | None) -> None:
         if height is not None and height > self._peer.height:
@@ -197,7 +206,9 @@ class PeerSession:
         for kind, item_hash in items:
             self._peer.known.add(item_hash)
             if kind == "block":
-                if not self._chain.has_block(item_hash) and not self._sync.is_tracked(item_hash):
+                if not self._chain.has_block(item_hash) and not self._download.is_tracked(
+                    item_hash
+                ):
                     unknown_block = True
             elif not self._chain.has_tx(item_hash):
                 wanted_txs.append(("tx", item_hash))
@@ -233,20 +244,19 @@ class PeerSession:
     async def _on_notfound(self, items: list[InvItem]) -> None:
         for kind, item_hash in items:
             if kind == "block":
-                self._sync.forget(item_hash)
-        self._request_blocks()
+                self._download.not_found(self._peer, item_hash)
 
     async def _on_block(self, block: WireObject) -> None:
         self._note_height(block.height)
+        self._download.block_message(self._peer)
         result = await self._chain.submit_block(block.raw)
         if result.block_hash:
             self._peer.known.add(result.block_hash)
-            self._sync.block_received(result.block_hash, trio.current_time())
+            self._download.block_received(self._peer, result.block_hash)
         if result.status is BlockStatus.INVALID:
             raise ProtocolViolation(f"invalid block: {result.reason}")
         if result.status is BlockStatus.ORPHAN:
             self._request_headers()
-        self._request_blocks()
 
     async def _on_tx(self, tx: WireObject) -> None:
         result = await self._chain.submit_tx(tx.raw)
@@ -262,7 +272,7 @@ class PeerSession:
         self._peer.send_frame(messages.build_headers(headers))
 
     async def _on_headers(self, headers: Headers) -> None:
-        self._sync.headers_received(trio.current_time())
+        self._headers_asked_at = None
         if not headers.items:
             return
         self._note_height(headers.last_height)
@@ -271,10 +281,9 @@ class PeerSession:
             raise ProtocolViolation(f"invalid headers: {result.invalid_reason}")
         for block_hash in result.wanted:
             self._peer.known.add(block_hash)
-        self._sync.add_wanted(result.wanted)
+        self._download.add_wanted(self._peer, result.wanted, headers.items[-1])
         if len(headers.items) == MAX_HEADERS and result.last_hash:
-            self._sync.continue_from = result.last_hash
-        self._request_blocks()
+            self._request_headers(start=result.last_hash)
 
     async def _on_getaddr(self, _: None) -> None:
         self._peer.send_frame(messages.build_addr(self._host.known_addresses()))

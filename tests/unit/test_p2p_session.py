@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p import messages
+from p2p.download import BlockDownload
 from p2p.errors import PeerDisconnect, ProtocolViolation
 from p2p.framing import encode_message, frame_body
 from p2p.peer import Peer
@@ -44,9 +45,11 @@ class Host:
         self.handshake_timeout = 5.0
         self.idle_timeout = 60.0
         self.registered: list[Peer] = []
+        self.download = BlockDownload(self.chain)
 
     def register_peer(self, peer: Peer) -> None:
         self.registered.append(peer)
+        self.download.add_peer(peer)
 
     def known_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", 9)]
