@@ -10,7 +10,8 @@ import trio
 
 from p2p import messages
 from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
-from p2p.framing import FrameReader, FrameTooLarge, decode_message
+from p2p.decode import PAYLOAD_LIMITS, decode_payload
+from p2p.framing import FrameReader, FrameTooLarge
 from p2p.interface import BlockStatus, ChainAccess
 from p2p.messages import (
     MAX_HEADERS,
@@ -28,6 +29,7 @@ from p2p.peer import Peer
 logger = logging.getLogger("p2p")
 
 STALL_FACTOR = 2  # a getheaders/getdata unanswered for this many idle_timeouts drops the peer
+HELLO_ONLY = {"hello": PAYLOAD_LIMITS["hello"]}  # what a peer may send before its hello
 SYNC_CHECK_SECONDS = 2.0  # how often an idle session checks whether the peer is ahead of us
 
 
@@ -111,15 +113,13 @@ class PeerSession:
         )
 
     async def _receive_hello(self) -> Hello:
-        body = None
+        message = None
         with trio.move_on_after(self._host.handshake_timeout):
-            body = await self._reader.read_frame()
-        if body is None:
+            message = await self._reader.read_message(HELLO_ONLY, only_known=True)
+        if message is None:
             raise PeerDisconnect("handshake timed out")
-        msg_type, payload = decode_message(body)
-        if msg_type != "hello":
-            raise ProtocolViolation(f"message before hello: {msg_type!r}")
-        return messages.parse_hello(payload)
+        _, payload = message
+        return decode_payload("hello", payload)
 
     def _check_hello(self, hello: Hello) -> None:
         if hello.node_nonce == self._host.node_nonce:
@@ -137,14 +137,14 @@ class PeerSession:
         while True:
             idle_deadline = last_heard + (idle if pinged else idle / 2)
             stall_deadline = self._stall_deadline()
-            body = None
+            message = None
             with trio.move_on_at(min(idle_deadline, stall_deadline, next_sync_check)):
-                body = await self._reader.read_frame()
+                message = await self._reader.read_message(PAYLOAD_LIMITS)
             now = trio.current_time()
             if now >= next_sync_check:
                 next_sync_check = now + SYNC_CHECK_SECONDS
                 self._check_sync()
-            if body is None:
+            if message is None:
                 if now >= stall_deadline:
                     raise PeerDisconnect("sync stalled: requested data not delivered")
                 if now >= idle_deadline:
@@ -153,12 +153,11 @@ class PeerSession:
                     self._peer.send_frame(messages.build_ping(secrets.randbits(64)))
                     pinged = True
                 continue
-            msg_type, payload = decode_message(body)
-            handler = self._handlers.get(msg_type)
-            if handler is None:
+            msg_type, payload = message
+            if payload is None:
                 logger.debug("peer %s: ignoring unknown message %r", self._peer.address, msg_type)
             else:
-                await handler(messages.PARSERS[msg_type](payload))
+                await self._handlers[msg_type](decode_payload(msg_type, payload))
             last_heard = trio.current_time()
             pinged = False
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p import messages
+from p2p.decode import DECODERS
 from p2p.download import BlockDownload
 from p2p.errors import PeerDisconnect, ProtocolViolation
 from p2p.framing import encode_message, frame_body
@@ -30,7 +31,7 @@ leaves = (
     | st.sampled_from(["block", "tx"])
 )
 payloads = st.recursive(leaves, lambda children: st.lists(children, max_size=6), max_leaves=40)
-msg_types = st.sampled_from(sorted(messages.PARSERS) + ["unknown"])
+msg_types = st.sampled_from(sorted(DECODERS) + ["unknown"])
 
 
 class Host:
