@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
 
@@ -22,6 +23,9 @@ logger = logging.getLogger("p2p")
 
 RECONNECT_MIN = 0.5  # seconds before the first redial of a lost or failed target
 RECONNECT_MAX = 30.0  # cap of the doubling redial delay
+BAN_SCORE = 100  # misbehaviour points that get an IP banned (Bitcoin Core's threshold)
+SCORE_HALF_LIFE = 600.0  # seconds for an IP's misbehaviour score to halve
+HEADERS_CACHE_ENTRIES = 16  # framed headers replies kept (per tip, locator, stop)
 
 
 def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
@@ -70,6 +74,8 @@ class Network:
         self._by_nonce: dict[int, Peer] = {}
         self._connections = 0  # open sockets, handshaken or not
         self._next_peer_id = 0
+        self._scores: dict[str, tuple[float, float]] = {}  # ip -> (score, trio time)
+        self._headers_cache: OrderedDict[tuple, bytes] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         for target_host, target_port in connect:
             self.add_node(target_host, target_port)
@@ -162,6 +168,46 @@ class Network:
             if address is not None and address not in seen:
                 seen.append(address)
         return seen[:MAX_ADDRS]
+
+    def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
+        """Add `points` to the score of `peer`'s IP (halving every 10 min); ban at 100.
+
+        A banned peer is closed with "banned: <reason>".
+        """
+        now = trio.current_time()
+        score, at = self._scores.get(peer.ip, (0.0, now))
+        score = score * 0.5 ** ((now - at) / SCORE_HALF_LIFE) + points
+        if len(self._scores) >= 4096:  # forget the least suspicious IPs
+            self._scores = dict(sorted(self._scores.items(), key=lambda kv: -kv[1][0])[:2048])
+        if score < BAN_SCORE:
+            self._scores[peer.ip] = (score, now)
+            logger.info("peer %s: %s (+%d, score %.0f)", peer.address, reason, points, score)
+            return
+        self._scores.pop(peer.ip, None)
+        self.bans.ban(peer.ip, self.ban_seconds)
+        logger.warning("peer %s misbehaved (%s): banning %s for %d s", peer.address, reason,
+                       peer.ip, self.ban_seconds)
+        for other in list(self._peers.values()) + [peer]:
+            if other.ip == peer.ip:
+                other.close(f"banned: {reason}")
+
+    def headers_reply(self, request: messages.GetHeaders) -> bytes:
+        """The framed `headers` reply to `request`, from a small cache keyed by our tip.
+
+        Identical requests (a flood, or many peers syncing) share one encoding.
+        """
+        key = (self.chain.best_hash(), tuple(request.locator), request.stop_hash)
+        frame = self._headers_cache.get(key)
+        if frame is None:
+            headers = self.chain.get_headers_after(request.locator, request.stop_hash,
+                                                   messages.MAX_HEADERS)
+            frame = messages.build_headers(headers)
+            self._headers_cache[key] = frame
+            while len(self._headers_cache) > HEADERS_CACHE_ENTRIES:
+                self._headers_cache.popitem(last=False)
+        else:
+            self._headers_cache.move_to_end(key)
+        return frame
 
     # --- internals ------------------------------------------------------------------
 

@@ -31,6 +31,11 @@ logger = logging.getLogger("p2p")
 STALL_FACTOR = 2  # a getheaders/getdata unanswered for this many idle_timeouts drops the peer
 HELLO_ONLY = {"hello": PAYLOAD_LIMITS["hello"]}  # what a peer may send before its hello
 SYNC_CHECK_SECONDS = 2.0  # how often an idle session checks whether the peer is ahead of us
+SEND_STALL_SECONDS = 20.0  # a peer whose send buffer stays full this long is dropped
+GETHEADERS_RATE = 20.0  # getheaders served per second per peer (token bucket)...
+GETHEADERS_BURST = 100.0  # ...with this burst
+SCORE_FLOOD = 10  # misbehaviour points: a request over the rate or before reading our reply
+SCORE_NOT_READING = 50  # misbehaviour points: send buffer full for SEND_STALL_SECONDS
 
 
 class SessionHost(Protocol):
@@ -52,6 +57,14 @@ class SessionHost(Protocol):
         """Listen addresses of connected peers, for `addr` replies."""
         ...
 
+    def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
+        """Add misbehaviour points to the peer's IP; at the ban score it is banned."""
+        ...
+
+    def headers_reply(self, request: GetHeaders) -> bytes:
+        """The framed `headers` reply to `request` (cached while the tip is unchanged)."""
+        ...
+
 
 class PeerSession:
     """Runs the protocol on one connection until it ends.
@@ -68,6 +81,12 @@ class PeerSession:
         self._download = host.download
         self._stall_timeout = STALL_FACTOR * host.idle_timeout
         self._headers_asked_at: float | None = None
+        self._headers_reply_end = 0  # peer.total_queued just after our last headers reply
+        self._getheaders_tokens = GETHEADERS_BURST
+        self._tokens_at = trio.current_time()
+        self._answered_getaddr = False
+        self._ping_nonce: int | None = None
+        self._ping_sent_at = 0.0
         self._handlers = {
             "hello": self._on_hello,
             "ping": self._on_ping,
@@ -99,6 +118,7 @@ class PeerSession:
             hello.user_agent,
         )
         self._request_headers()
+        self._send_ping()  # measures the round trip (eviction keeps the fastest peers)
         await self._message_loop()
 
     def _our_hello(self) -> Hello:
@@ -150,7 +170,7 @@ class PeerSession:
                 if now >= idle_deadline:
                     if pinged:
                         raise PeerDisconnect(f"silent for {idle:g} s")
-                    self._peer.send_frame(messages.build_ping(secrets.randbits(64)))
+                    self._send_ping()
                     pinged = True
                 continue
             msg_type, payload = message
@@ -196,8 +216,17 @@ class PeerSession:
     async def _on_ping(self, nonce: int) -> None:
         self._peer.send_frame(messages.build_pong(nonce))
 
+    def _send_ping(self) -> None:
+        self._ping_nonce = secrets.randbits(64)
+        self._ping_sent_at = trio.current_time()
+        self._peer.send_frame(messages.build_ping(self._ping_nonce))
+
     async def _on_pong(self, nonce: int) -> None:
-        """Any message counts as liveness; nothing else to do."""
+        """Any message counts as liveness; a matching pong measures the round trip."""
+        if nonce == self._ping_nonce:
+            self._ping_nonce = None
+            rtt = trio.current_time() - self._ping_sent_at
+            self._peer.ping_rtt = min(self._peer.ping_rtt, rtt)
 
     async def _on_inv(self, items: list[InvItem]) -> None:
         unknown_block = False
@@ -216,9 +245,16 @@ class PeerSession:
         if wanted_txs:
             self._peer.send_frame(messages.build_inventory("getdata", wanted_txs))
 
+    async def _wait_drained(self) -> None:
+        """Pause serving this peer until its send buffer drains (Bitcoin Core fPauseSend)."""
+        if not await self._peer.wait_send_drained(SEND_STALL_SECONDS):
+            self._host.misbehaving(self._peer, SCORE_NOT_READING, "not reading its data")
+            raise PeerDisconnect(f"send buffer full for {SEND_STALL_SECONDS:g} s")
+
     async def _on_getdata(self, items: list[InvItem]) -> None:
         missing: list[InvItem] = []
         for kind, item_hash in items:
+            await self._wait_drained()
             if kind == "block":
                 raw = self._chain.get_block(item_hash)
                 build = messages.build_block
@@ -254,6 +290,8 @@ class PeerSession:
             self._download.block_received(self._peer, result.block_hash)
         if result.status is BlockStatus.INVALID:
             raise ProtocolViolation(f"invalid block: {result.reason}")
+        if result.status in (BlockStatus.CONNECTED, BlockStatus.SIDE):
+            self._peer.last_block_at = trio.current_time()
         if result.status is BlockStatus.ORPHAN:
             self._request_headers()
 
@@ -263,12 +301,32 @@ class PeerSession:
             self._peer.known.add(result.txid)
         if result.invalid:
             raise ProtocolViolation(f"invalid transaction: {result.reason}")
-        if not result.accepted:
+        if result.accepted:
+            self._peer.last_tx_at = trio.current_time()
+        else:
             logger.debug("peer %s: tx not accepted: %s", self._peer.address, result.reason)
 
+    def _take_getheaders_token(self) -> bool:
+        now = trio.current_time()
+        self._getheaders_tokens = min(
+            GETHEADERS_BURST, self._getheaders_tokens + (now - self._tokens_at) * GETHEADERS_RATE
+        )
+        self._tokens_at = now
+        if self._getheaders_tokens < 1:
+            return False
+        self._getheaders_tokens -= 1
+        return True
+
     async def _on_getheaders(self, request: GetHeaders) -> None:
-        headers = self._chain.get_headers_after(request.locator, request.stop_hash, MAX_HEADERS)
-        self._peer.send_frame(messages.build_headers(headers))
+        if self._peer.total_dequeued < self._headers_reply_end:  # reply not even being sent
+            self._host.misbehaving(self._peer, SCORE_FLOOD, "getheaders before reading headers")
+            return
+        if not self._take_getheaders_token():
+            self._host.misbehaving(self._peer, SCORE_FLOOD, "getheaders flood")
+            return
+        await self._wait_drained()
+        if self._peer.send_frame(self._host.headers_reply(request)):
+            self._headers_reply_end = self._peer.total_queued
 
     async def _on_headers(self, headers: Headers) -> None:
         self._headers_asked_at = None
@@ -285,6 +343,9 @@ class PeerSession:
             self._request_headers(start=result.last_hash)
 
     async def _on_getaddr(self, _: None) -> None:
+        if self._answered_getaddr:  # one answer per connection, as Bitcoin Core
+            return
+        self._answered_getaddr = True
         self._peer.send_frame(messages.build_addr(self._host.known_addresses()))
 
     async def _on_addr(self, addresses: list[tuple[str, int]]) -> None:

@@ -301,3 +301,21 @@ def test_relay_reaches_other_peers_but_never_echoes():
 
     same_tip, _, _, _ = run_scenario(scenario, peers=1)
     assert same_tip
+
+
+def test_invalid_getheaders_flood_gets_banned_by_score():
+    """Regression (issue 6): a getheaders flood was served without limit, never penalised.
+    Beyond the burst, each request costs 10 points; 100 points ban the IP."""
+
+    def scenario(network, chain, _):
+        with handshake(network) as peer:
+            request = [[chain.genesis_hash], ZERO]
+            for _ in range(300):
+                try:
+                    peer.send_msg("getheaders", request)
+                except OSError:
+                    break  # the node already closed the connection
+            assert peer.is_disconnected(5)
+        trio.from_thread.run(wait_until, lambda: network.bans.is_banned(EVIL))
+
+    run_scenario(scenario)

@@ -46,6 +46,7 @@ class Host:
         self.handshake_timeout = 5.0
         self.idle_timeout = 60.0
         self.registered: list[Peer] = []
+        self.scores: list[tuple[int, str]] = []
         self.download = BlockDownload(self.chain)
 
     def register_peer(self, peer: Peer) -> None:
@@ -54,6 +55,14 @@ class Host:
 
     def known_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", 9)]
+
+    def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
+        self.scores.append((points, reason))
+
+    def headers_reply(self, request) -> bytes:
+        return messages.build_headers(
+            self.chain.get_headers_after(request.locator, request.stop_hash, 2000)
+        )
 
 
 async def run_session(data: bytes) -> tuple[Host, BaseException]:

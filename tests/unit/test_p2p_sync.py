@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from p2p.bans import BanList
-from p2p.peer import SEND_QUEUE_BYTES, SEND_QUEUE_FRAMES, KnownSet, Peer, format_address
+from p2p.peer import SEND_BUFFER_BYTES, SEND_BUFFER_HARD_BYTES, KnownSet, Peer, format_address
 from p2p.download import MAX_BLOCKS_IN_FLIGHT, TOP_UP_BATCH, BlockDownload
 
 
@@ -28,14 +28,12 @@ class Chain:
 def sent_hashes(peer_stream) -> list[bytes]:
     """Hashes of every getdata queued on a Peer (read from its send channel)."""
     out = []
-    while True:
-        try:
-            frame = peer_stream._receive.receive_nowait()
-        except trio.WouldBlock:
-            return out
+    while peer_stream._queue:
+        frame = peer_stream._queue.popleft()
         msg_type, items = msgpack.unpackb(frame[4:])
         assert msg_type == "getdata"
         out += [item[1] for item in items]
+    return out
 
 
 def new_peer(peer_id: int) -> Peer:
@@ -165,21 +163,35 @@ def test_bans_are_per_exact_ip_and_expire():
     trio.run(main, clock=clock)
 
 
-def test_send_queue_overflow_closes_peer():
+def test_send_buffer_pauses_at_soft_limit_and_closes_at_hard_limit():
     async def main():
-        stream, _other = trio.testing.memory_stream_pair()
-        peer = Peer(1, stream, "127.0.0.2", 5000, inbound=True)
-        for _ in range(SEND_QUEUE_FRAMES):
-            assert peer.send_frame(b"f")
-        assert not peer.send_frame(b"f")
-        assert peer.close_reason == "send queue overflow"
-        assert peer.cancel_scope.cancel_called
-        assert not peer.send_frame(b"f")
+        ours, theirs = trio.testing.memory_stream_pair()
+        peer = Peer(1, ours, "127.0.0.2", 5000, inbound=True)
+        assert peer.send_frame(b"x" * (SEND_BUFFER_BYTES - 1))
+        assert not peer.send_paused
+        assert peer.send_frame(b"y")
+        assert peer.send_paused
+        assert not await peer.wait_send_drained(0.05)  # nobody writes: still full
+        async with trio.open_nursery() as nursery:
+            with peer.cancel_scope:
+                nursery.start_soon(peer.run_writer)
 
-        big = Peer(2, stream, "127.0.0.2", 5001, inbound=True)
-        assert big.send_frame(b"x" * (SEND_QUEUE_BYTES // 2))
-        assert not big.send_frame(b"x" * (SEND_QUEUE_BYTES // 2 + 1))
-        assert big.close_reason == "send queue overflow"
+                async def read_all():
+                    got = 0
+                    while got < SEND_BUFFER_BYTES:
+                        got += len(await theirs.receive_some())
+
+                nursery.start_soon(read_all)
+                assert await peer.wait_send_drained(5)
+                assert peer.total_queued == SEND_BUFFER_BYTES and not peer.send_paused
+            nursery.cancel_scope.cancel()
+
+        big = Peer(2, ours, "127.0.0.2", 5001, inbound=True)
+        assert big.send_frame(b"x" * (SEND_BUFFER_HARD_BYTES - 10))
+        assert not big.send_frame(b"x" * 11)
+        assert big.close_reason == "send buffer overflow"
+        assert big.cancel_scope.cancel_called
+        assert not big.send_frame(b"f")
 
     trio.run(main)
 
