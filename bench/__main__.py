@@ -1,18 +1,21 @@
-"""Run every benchmark: ``python -m bench [--seconds S]``."""
+"""Run every benchmark: ``python -m bench [--seconds S] [--sync-blocks N]``."""
 
 import argparse
 
-from bench import merchant
-from bench.tickets import run_all
+from bench import merchant, sync, tickets
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="MicroCash micro-benchmarks (SPEC §14)")
+    parser = argparse.ArgumentParser(description="MicroCash benchmarks (SPEC §14, issue 5)")
     parser.add_argument("--seconds", type=float, default=1.0,
                         help="time budget per measurement (default 1 s)")
+    parser.add_argument("--sync-blocks", type=int, default=20_000,
+                        help="chain length of the two-process sync benchmark (0 = skip)")
     args = parser.parse_args()
-    run_all(args.seconds)
+    tickets.run_all(args.seconds)
     merchant.run_all(args.seconds)
+    if args.sync_blocks:
+        sync.run_all(args.sync_blocks)
 
 
 main()

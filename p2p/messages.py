@@ -1,17 +1,15 @@
 """SPEC §11 message payloads: shape checks, limits and frame builders.
 
-Parsers take the decoded payload object of one message and return a typed value, or
-raise ProtocolViolation (malformed or over-limit: the peer gets banned). Embedded
-blocks, headers and transactions are re-packed to bytes for the node, which does the
-strict canonical decode. Builders return complete frames ready for a send queue.
+Parsers take the (bounded) decoded payload object of one small message and return a
+typed value, or raise ProtocolViolation (malformed or over-limit: the peer gets banned);
+`p2p.decode` calls them and handles `block`, `tx` and `headers` without building objects.
+Builders return complete frames ready for a send queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-import msgpack
 
 from p2p.errors import ProtocolViolation
 from p2p.framing import MAX_FRAME_BYTES, encode_message, encode_raw_message, msgpack_array_header
@@ -69,7 +67,8 @@ class Headers:
     last_height: int | None  # height field of the last header, if it has the §10 shape
 
 
-def _is_uint(value: object, bound: int) -> bool:
+def is_uint(value: object, bound: int) -> bool:
+    """True for a non-bool int in [0, bound)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < bound
 
 
@@ -91,34 +90,18 @@ def _bounded_list(value: object, limit: int, what: str) -> list:
     return value
 
 
-def _repack(obj: object, what: str) -> bytes:
-    if not isinstance(obj, list):
-        raise ProtocolViolation(f"malformed {what}: expected an array")
-    try:
-        return msgpack.packb(obj)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ProtocolViolation(f"malformed {what}: {exc}") from None
-
-
-def peek_header_height(header: object) -> int | None:
-    """The height field of a SPEC §10 header array, or None if it lacks that shape."""
-    if isinstance(header, list) and len(header) > 1 and _is_uint(header[1], U63):
-        return header[1]
-    return None
-
-
 def parse_hello(payload: object) -> Hello:
     """Check a `hello` payload. Raises ProtocolViolation."""
     version, genesis, height, best, port, nonce, agent = _fields(payload, 7, "hello")
-    if not _is_uint(version, U64):
+    if not is_uint(version, U64):
         raise ProtocolViolation("malformed hello: protocol_version")
     if not _is_hash(genesis) or not _is_hash(best):
         raise ProtocolViolation("malformed hello: hash fields")
-    if not _is_uint(height, U63):
+    if not is_uint(height, U63):
         raise ProtocolViolation("malformed hello: best_height")
-    if not _is_uint(port, 65536):
+    if not is_uint(port, 65536):
         raise ProtocolViolation("malformed hello: listen_port")
-    if not _is_uint(nonce, U64):
+    if not is_uint(nonce, U64):
         raise ProtocolViolation("malformed hello: node_nonce")
     if not isinstance(agent, str) or len(agent) > MAX_USER_AGENT_LEN:
         raise ProtocolViolation("malformed hello: user_agent")
@@ -128,7 +111,7 @@ def parse_hello(payload: object) -> Hello:
 def parse_nonce(payload: object) -> int:
     """Check a `ping` / `pong` payload `[nonce]`. Raises ProtocolViolation."""
     (nonce,) = _fields(payload, 1, "ping/pong")
-    if not _is_uint(nonce, U64):
+    if not is_uint(nonce, U64):
         raise ProtocolViolation("malformed ping/pong: nonce")
     return nonce
 
@@ -152,20 +135,6 @@ def parse_inv(payload: object) -> list[InvItem]:
     return result
 
 
-def parse_block(payload: object) -> WireObject:
-    """Check a `block` payload `[block]`; re-pack the block. Raises ProtocolViolation."""
-    (block,) = _fields(payload, 1, "block")
-    raw = _repack(block, "block")
-    height = peek_header_height(block[0]) if block else None
-    return WireObject(raw, height)
-
-
-def parse_tx(payload: object) -> WireObject:
-    """Check a `tx` payload `[tx]`; re-pack the transaction. Raises ProtocolViolation."""
-    (tx,) = _fields(payload, 1, "tx")
-    return WireObject(_repack(tx, "tx"), None)
-
-
 def parse_getheaders(payload: object) -> GetHeaders:
     """Check a `getheaders` payload (≤ 64 locator hashes). Raises ProtocolViolation."""
     locator, stop_hash = _fields(payload, 2, "getheaders")
@@ -173,15 +142,6 @@ def parse_getheaders(payload: object) -> GetHeaders:
     if not all(_is_hash(h) for h in hashes) or not _is_hash(stop_hash):
         raise ProtocolViolation("malformed getheaders: hashes")
     return GetHeaders(list(hashes), stop_hash)
-
-
-def parse_headers(payload: object) -> Headers:
-    """Check a `headers` payload (≤ 2000 headers); re-pack each. Raises ProtocolViolation."""
-    (headers,) = _fields(payload, 1, "headers")
-    items = _bounded_list(headers, MAX_HEADERS, "headers")
-    raws = [_repack(header, "header") for header in items]
-    last_height = peek_header_height(items[-1]) if items else None
-    return Headers(raws, last_height)
 
 
 def parse_getaddr(payload: object) -> None:
@@ -199,27 +159,11 @@ def parse_addr(payload: object) -> list[tuple[str, int]]:
             or len(item) != 2
             or not isinstance(item[0], str)
             or not 0 < len(item[0]) <= MAX_HOST_LEN
-            or not _is_uint(item[1], 65536)
+            or not is_uint(item[1], 65536)
         ):
             raise ProtocolViolation("malformed addr item")
         result.append((item[0], item[1]))
     return result
-
-
-PARSERS: dict[str, Callable[[object], object]] = {
-    "hello": parse_hello,
-    "ping": parse_nonce,
-    "pong": parse_nonce,
-    "inv": parse_inv,
-    "getdata": parse_inv,
-    "notfound": parse_inv,
-    "block": parse_block,
-    "tx": parse_tx,
-    "getheaders": parse_getheaders,
-    "headers": parse_headers,
-    "getaddr": parse_getaddr,
-    "addr": parse_addr,
-}
 
 
 def build_hello(hello: Hello) -> bytes:

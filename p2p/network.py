@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
 
@@ -11,6 +12,7 @@ import trio
 
 from p2p import messages
 from p2p.bans import BanList
+from p2p.download import BlockDownload
 from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
 from p2p.interface import ChainAccess
 from p2p.messages import MAX_ADDRS
@@ -21,6 +23,9 @@ logger = logging.getLogger("p2p")
 
 RECONNECT_MIN = 0.5  # seconds before the first redial of a lost or failed target
 RECONNECT_MAX = 30.0  # cap of the doubling redial delay
+BAN_SCORE = 100  # misbehaviour points that get an IP banned (Bitcoin Core's threshold)
+SCORE_HALF_LIFE = 600.0  # seconds for an IP's misbehaviour score to halve
+HEADERS_CACHE_ENTRIES = 16  # framed headers replies kept (per tip, locator, stop)
 
 
 def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
@@ -62,12 +67,15 @@ class Network:
         self.handshake_timeout = handshake_timeout  # seconds, dial + hello
         self.idle_timeout = idle_timeout  # seconds a peer may stay silent
         self.bans = BanList()
+        self.download = BlockDownload(chain)  # shared block download scheduler
         self._targets: list[tuple[str, int]] = []
         self._target_nonce: dict[tuple[str, int], int] = {}
         self._peers: dict[int, Peer] = {}  # handshaken peers by id
         self._by_nonce: dict[int, Peer] = {}
         self._connections = 0  # open sockets, handshaken or not
         self._next_peer_id = 0
+        self._scores: dict[str, tuple[float, float]] = {}  # ip -> (score, trio time)
+        self._headers_cache: OrderedDict[tuple, bytes] = OrderedDict()
         self._nursery: trio.Nursery | None = None
         for target_host, target_port in connect:
             self.add_node(target_host, target_port)
@@ -90,6 +98,7 @@ class Network:
                         handler_nursery=nursery,
                     )
                 )
+                nursery.start_soon(self.download.run)
                 for target in self._targets:
                     nursery.start_soon(self._maintain_outbound, target)
                 logger.info("p2p listening on %s", format_address(self.host, self.listen_port))
@@ -149,6 +158,7 @@ class Network:
                 raise PeerDisconnect("duplicate connection")
         self._peers[peer.peer_id] = peer
         self._by_nonce[nonce] = peer
+        self.download.add_peer(peer)
 
     def known_addresses(self) -> list[tuple[str, int]]:
         """Listen addresses of handshaken peers (at most 1000), for `addr`."""
@@ -158,6 +168,46 @@ class Network:
             if address is not None and address not in seen:
                 seen.append(address)
         return seen[:MAX_ADDRS]
+
+    def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
+        """Add `points` to the score of `peer`'s IP (halving every 10 min); ban at 100.
+
+        A banned peer is closed with "banned: <reason>".
+        """
+        now = trio.current_time()
+        score, at = self._scores.get(peer.ip, (0.0, now))
+        score = score * 0.5 ** ((now - at) / SCORE_HALF_LIFE) + points
+        if len(self._scores) >= 4096:  # forget the least suspicious IPs
+            self._scores = dict(sorted(self._scores.items(), key=lambda kv: -kv[1][0])[:2048])
+        if score < BAN_SCORE:
+            self._scores[peer.ip] = (score, now)
+            logger.info("peer %s: %s (+%d, score %.0f)", peer.address, reason, points, score)
+            return
+        self._scores.pop(peer.ip, None)
+        self.bans.ban(peer.ip, self.ban_seconds)
+        logger.warning("peer %s misbehaved (%s): banning %s for %d s", peer.address, reason,
+                       peer.ip, self.ban_seconds)
+        for other in list(self._peers.values()) + [peer]:
+            if other.ip == peer.ip:
+                other.close(f"banned: {reason}")
+
+    def headers_reply(self, request: messages.GetHeaders) -> bytes:
+        """The framed `headers` reply to `request`, from a small cache keyed by our tip.
+
+        Identical requests (a flood, or many peers syncing) share one encoding.
+        """
+        key = (self.chain.best_hash(), tuple(request.locator), request.stop_hash)
+        frame = self._headers_cache.get(key)
+        if frame is None:
+            headers = self.chain.get_headers_after(request.locator, request.stop_hash,
+                                                   messages.MAX_HEADERS)
+            frame = messages.build_headers(headers)
+            self._headers_cache[key] = frame
+            while len(self._headers_cache) > HEADERS_CACHE_ENTRIES:
+                self._headers_cache.popitem(last=False)
+        else:
+            self._headers_cache.move_to_end(key)
+        return frame
 
     # --- internals ------------------------------------------------------------------
 
@@ -178,6 +228,7 @@ class Network:
 
     def _unregister(self, peer: Peer) -> None:
         self._peers.pop(peer.peer_id, None)
+        self.download.remove_peer(peer)
         nonce = peer.node_nonce
         if nonce is not None and self._by_nonce.get(nonce) is peer:
             del self._by_nonce[nonce]

@@ -1,9 +1,10 @@
-"""One connection's state: identity, bounded send queue, known-inventory set (SPEC §11)."""
+"""One connection's state: identity, send buffer bounded in bytes, known-inventory set (SPEC §11)."""
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import math
+from collections import OrderedDict, deque
 
 import trio
 
@@ -11,10 +12,11 @@ from p2p.messages import Hello
 
 logger = logging.getLogger("p2p")
 
-SEND_QUEUE_FRAMES = 2048  # frames waiting for the writer
-SEND_QUEUE_BYTES = 64 * 1024 * 1024  # bytes waiting for the writer
+SEND_BUFFER_BYTES = 1024 * 1024  # soft limit: above it the peer's requests wait (fPauseSend)
+SEND_BUFFER_HARD_BYTES = SEND_BUFFER_BYTES + 4 * 1024 * 1024 + 64  # beyond: disconnect
+WRITE_CHUNK_BYTES = 256 * 1024  # small frames are coalesced into writes of up to this size
 KNOWN_INVENTORY = 4096  # hashes remembered per peer
-WRITE_TIMEOUT = 60.0  # seconds one frame may take to hand to the kernel
+WRITE_TIMEOUT = 60.0  # seconds one write may take to hand to the kernel
 
 
 class KnownSet:
@@ -44,11 +46,14 @@ def format_address(host: str, port: int) -> str:
 
 
 class Peer:
-    """A connected peer: socket identity, hello data and its bounded send queue.
+    """A connected peer: socket identity, hello data and its send buffer.
 
     Frames are queued without blocking by `send_frame`; `run_writer` drains them onto
-    the stream. A peer whose queue overflows (SEND_QUEUE_FRAMES frames or
-    SEND_QUEUE_BYTES bytes) is closed, so a slow reader never blocks the node (SPEC §11).
+    the stream. The buffer is bounded in bytes as Bitcoin Core's: above
+    SEND_BUFFER_BYTES the session stops serving this peer's requests until it drains
+    (`wait_send_drained`); a peer whose buffer would pass SEND_BUFFER_HARD_BYTES
+    (only reachable by not reading while we announce to it) is closed, so a slow reader
+    never blocks or bloats the node (SPEC §11).
     """
 
     def __init__(
@@ -74,8 +79,18 @@ class Peer:
         self.self_connection = False  # the hello carried our own node_nonce
         self.closed = trio.Event()
         self.cancel_scope = trio.CancelScope()
-        self._send, self._receive = trio.open_memory_channel[bytes](SEND_QUEUE_FRAMES)
+        self.connected_at = trio.current_time()
+        self.last_block_at = 0.0  # when it last gave us a new block (eviction protection)
+        self.last_tx_at = 0.0  # when it last gave us a new transaction
+        self.ping_rtt = math.inf  # best ping round trip seen, seconds
+        self.total_queued = 0  # bytes ever queued for this peer
+        self.total_written = 0  # bytes ever handed to the kernel for this peer
+        self.total_dequeued = 0  # bytes the writer has taken from the queue (being written)
+        self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
+        self._wake_writer = trio.Event()
+        self._drained = trio.Event()
+        self._drained.set()
 
     @property
     def address(self) -> str:
@@ -102,34 +117,67 @@ class Peer:
             self.close_reason = reason
         self.cancel_scope.cancel()
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the send buffer."""
+        return self._queued_bytes
+
+    @property
+    def send_paused(self) -> bool:
+        """True while the send buffer is at or above SEND_BUFFER_BYTES."""
+        return self._queued_bytes >= SEND_BUFFER_BYTES
+
     def send_frame(self, frame: bytes) -> bool:
         """Queue one frame without blocking; False (and the peer closed) on overflow."""
         if self.close_reason:
             return False
-        if self._queued_bytes + len(frame) > SEND_QUEUE_BYTES:
+        if self._queued_bytes + len(frame) > SEND_BUFFER_HARD_BYTES:
             self._overflow()
             return False
-        try:
-            self._send.send_nowait(frame)
-        except trio.WouldBlock:
-            self._overflow()
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
+        self._queue.append(frame)
         self._queued_bytes += len(frame)
+        self.total_queued += len(frame)
+        if self._queued_bytes >= SEND_BUFFER_BYTES:
+            self._drained = trio.Event() if self._drained.is_set() else self._drained
+        self._wake_writer.set()
         return True
 
+    async def wait_send_drained(self, timeout: float) -> bool:
+        """Wait until the send buffer is below SEND_BUFFER_BYTES; False after `timeout` s."""
+        if not self.send_paused:
+            return True
+        with trio.move_on_after(timeout):
+            await self._drained.wait()
+            return True
+        return False
+
     def _overflow(self) -> None:
-        logger.info("peer %s: send queue overflow, disconnecting", self.address)
-        self.close("send queue overflow")
+        logger.info("peer %s: send buffer overflow, disconnecting", self.address)
+        self.close("send buffer overflow")
 
     async def run_writer(self) -> None:
-        """Drain the send queue onto the stream until cancelled; close the peer on errors."""
+        """Drain the send buffer onto the stream until cancelled; close the peer on errors.
+
+        Consecutive small frames are joined into one write of up to WRITE_CHUNK_BYTES.
+        """
         try:
-            async for frame in self._receive:
+            while True:
+                while not self._queue:
+                    await self._wake_writer.wait()
+                    self._wake_writer = trio.Event()
+                chunk = [self._queue.popleft()]
+                size = len(chunk[0])
+                while self._queue and size + len(self._queue[0]) <= WRITE_CHUNK_BYTES:
+                    frame = self._queue.popleft()
+                    chunk.append(frame)
+                    size += len(frame)
+                self.total_dequeued += size
                 with trio.fail_after(WRITE_TIMEOUT):
-                    await self.stream.send_all(frame)
-                self._queued_bytes -= len(frame)
+                    await self.stream.send_all(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+                self._queued_bytes -= size
+                self.total_written += size
+                if self._queued_bytes < SEND_BUFFER_BYTES:
+                    self._drained.set()
         except trio.TooSlowError:
             self.close("send timed out")
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -10,7 +10,8 @@ import trio
 
 from p2p import messages
 from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
-from p2p.framing import FrameReader, FrameTooLarge, decode_message
+from p2p.decode import PAYLOAD_LIMITS, decode_payload
+from p2p.framing import FrameReader, FrameTooLarge
 from p2p.interface import BlockStatus, ChainAccess
 from p2p.messages import (
     MAX_HEADERS,
@@ -22,12 +23,19 @@ from p2p.messages import (
     InvItem,
     WireObject,
 )
+from p2p.download import BlockDownload
 from p2p.peer import Peer
-from p2p.sync import PeerSync
 
 logger = logging.getLogger("p2p")
 
 STALL_FACTOR = 2  # a getheaders/getdata unanswered for this many idle_timeouts drops the peer
+HELLO_ONLY = {"hello": PAYLOAD_LIMITS["hello"]}  # what a peer may send before its hello
+SYNC_CHECK_SECONDS = 2.0  # how often an idle session checks whether the peer is ahead of us
+SEND_STALL_SECONDS = 20.0  # a peer whose send buffer stays full this long is dropped
+GETHEADERS_RATE = 20.0  # getheaders served per second per peer (token bucket)...
+GETHEADERS_BURST = 100.0  # ...with this burst
+SCORE_FLOOD = 10  # misbehaviour points: a request over the rate or before reading our reply
+SCORE_NOT_READING = 50  # misbehaviour points: send buffer full for SEND_STALL_SECONDS
 
 
 class SessionHost(Protocol):
@@ -39,6 +47,7 @@ class SessionHost(Protocol):
     user_agent: str
     handshake_timeout: float
     idle_timeout: float
+    download: BlockDownload
 
     def register_peer(self, peer: Peer) -> None:
         """Record a peer that finished its handshake; raises PeerDisconnect for duplicates."""
@@ -46,6 +55,14 @@ class SessionHost(Protocol):
 
     def known_addresses(self) -> list[tuple[str, int]]:
         """Listen addresses of connected peers, for `addr` replies."""
+        ...
+
+    def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
+        """Add misbehaviour points to the peer's IP; at the ban score it is banned."""
+        ...
+
+    def headers_reply(self, request: GetHeaders) -> bytes:
+        """The framed `headers` reply to `request` (cached while the tip is unchanged)."""
         ...
 
 
@@ -61,7 +78,15 @@ class PeerSession:
         self._chain = host.chain
         self._peer = peer
         self._reader = FrameReader(peer.stream)
-        self._sync = PeerSync(stall_timeout=STALL_FACTOR * host.idle_timeout)
+        self._download = host.download
+        self._stall_timeout = STALL_FACTOR * host.idle_timeout
+        self._headers_asked_at: float | None = None
+        self._headers_reply_end = 0  # peer.total_queued just after our last headers reply
+        self._getheaders_tokens = GETHEADERS_BURST
+        self._tokens_at = trio.current_time()
+        self._answered_getaddr = False
+        self._ping_nonce: int | None = None
+        self._ping_sent_at = 0.0
         self._handlers = {
             "hello": self._on_hello,
             "ping": self._on_ping,
@@ -93,6 +118,7 @@ class PeerSession:
             hello.user_agent,
         )
         self._request_headers()
+        self._send_ping()  # measures the round trip (eviction keeps the fastest peers)
         await self._message_loop()
 
     def _our_hello(self) -> Hello:
@@ -107,15 +133,13 @@ class PeerSession:
         )
 
     async def _receive_hello(self) -> Hello:
-        body = None
+        message = None
         with trio.move_on_after(self._host.handshake_timeout):
-            body = await self._reader.read_frame()
-        if body is None:
+            message = await self._reader.read_message(HELLO_ONLY, only_known=True)
+        if message is None:
             raise PeerDisconnect("handshake timed out")
-        msg_type, payload = decode_message(body)
-        if msg_type != "hello":
-            raise ProtocolViolation(f"message before hello: {msg_type!r}")
-        return messages.parse_hello(payload)
+        _, payload = message
+        return decode_payload("hello", payload)
 
     def _check_hello(self, hello: Hello) -> None:
         if hello.node_nonce == self._host.node_nonce:
@@ -128,53 +152,57 @@ class PeerSession:
     async def _message_loop(self) -> None:
         idle = self._host.idle_timeout
         last_heard = trio.current_time()
+        next_sync_check = last_heard + SYNC_CHECK_SECONDS
         pinged = False
         while True:
             idle_deadline = last_heard + (idle if pinged else idle / 2)
-            body = None
-            with trio.move_on_at(min(idle_deadline, self._sync.stall_deadline())):
-                body = await self._reader.read_frame()
-            if body is None:
-                now = trio.current_time()
-                if now >= self._sync.stall_deadline():
+            stall_deadline = self._stall_deadline()
+            message = None
+            with trio.move_on_at(min(idle_deadline, stall_deadline, next_sync_check)):
+                message = await self._reader.read_message(PAYLOAD_LIMITS)
+            now = trio.current_time()
+            if now >= next_sync_check:
+                next_sync_check = now + SYNC_CHECK_SECONDS
+                self._check_sync()
+            if message is None:
+                if now >= stall_deadline:
                     raise PeerDisconnect("sync stalled: requested data not delivered")
                 if now >= idle_deadline:
                     if pinged:
                         raise PeerDisconnect(f"silent for {idle:g} s")
-                    self._peer.send_frame(messages.build_ping(secrets.randbits(64)))
+                    self._send_ping()
                     pinged = True
                 continue
-            msg_type, payload = decode_message(body)
-            handler = self._handlers.get(msg_type)
-            if handler is None:
+            msg_type, payload = message
+            if payload is None:
                 logger.debug("peer %s: ignoring unknown message %r", self._peer.address, msg_type)
             else:
-                await handler(messages.PARSERS[msg_type](payload))
+                await self._handlers[msg_type](decode_payload(msg_type, payload))
             last_heard = trio.current_time()
             pinged = False
 
     # --- sync helpers -------------------------------------------------------------
 
-    def _request_headers(self) -> None:
-        if self._sync.headers_outstanding:
-            return
-        self._peer.send_frame(messages.build_getheaders(self._chain.get_locator()))
-        self._sync.headers_requested(trio.current_time())
+    def _stall_deadline(self) -> float:
+        deadline = self._download.stall_deadline(self._peer, self._stall_timeout)
+        if self._headers_asked_at is not None:
+            deadline = min(deadline, self._headers_asked_at + self._stall_timeout)
+        return deadline
 
-    def _request_blocks(self) -> None:
-        batch = self._sync.next_requests(self._chain.has_block, trio.current_time())
-        if batch:
-            for block_hash in batch:
-                self._peer.known.add(block_hash)
-            self._peer.send_frame(
-                messages.build_inventory("getdata", [("block", h) for h in batch])
-            )
-        start = self._sync.continue_from
-        if start is not None and self._sync.wants_continuation():
-            self._sync.continue_from = None
-            locator = [start] + [h for h in self._chain.get_locator() if h != start]
-            self._peer.send_frame(messages.build_getheaders(locator[:MAX_LOCATOR_HASHES]))
-            self._sync.headers_requested(trio.current_time())
+    def _request_headers(self, start: bytes | None = None) -> None:
+        """Send getheaders with our locator (after `start`, if given), one at a time."""
+        if self._headers_asked_at is not None:
+            return
+        locator = self._chain.get_locator()
+        if start is not None:
+            locator = [start] + [h for h in locator if h != start]
+        self._peer.send_frame(messages.build_getheaders(locator[:MAX_LOCATOR_HASHES]))
+        self._headers_asked_at = trio.current_time()
+
+    def _check_sync(self) -> None:
+        """Safety net: a peer ahead of us with nothing to fetch from it gets a getheaders."""
+        if self._peer.height > self._chain.best_height() and self._download.is_idle(self._peer):
+            self._request_headers()
 
     def _note_height(self, height: int | None) -> None:
         if height is not None and height > self._peer.height:
@@ -188,8 +216,17 @@ class PeerSession:
     async def _on_ping(self, nonce: int) -> None:
         self._peer.send_frame(messages.build_pong(nonce))
 
+    def _send_ping(self) -> None:
+        self._ping_nonce = secrets.randbits(64)
+        self._ping_sent_at = trio.current_time()
+        self._peer.send_frame(messages.build_ping(self._ping_nonce))
+
     async def _on_pong(self, nonce: int) -> None:
-        """Any message counts as liveness; nothing else to do."""
+        """Any message counts as liveness; a matching pong measures the round trip."""
+        if nonce == self._ping_nonce:
+            self._ping_nonce = None
+            rtt = trio.current_time() - self._ping_sent_at
+            self._peer.ping_rtt = min(self._peer.ping_rtt, rtt)
 
     async def _on_inv(self, items: list[InvItem]) -> None:
         unknown_block = False
@@ -197,7 +234,9 @@ class PeerSession:
         for kind, item_hash in items:
             self._peer.known.add(item_hash)
             if kind == "block":
-                if not self._chain.has_block(item_hash) and not self._sync.is_tracked(item_hash):
+                if not self._chain.has_block(item_hash) and not self._download.is_tracked(
+                    item_hash
+                ):
                     unknown_block = True
             elif not self._chain.has_tx(item_hash):
                 wanted_txs.append(("tx", item_hash))
@@ -206,9 +245,16 @@ class PeerSession:
         if wanted_txs:
             self._peer.send_frame(messages.build_inventory("getdata", wanted_txs))
 
+    async def _wait_drained(self) -> None:
+        """Pause serving this peer until its send buffer drains (Bitcoin Core fPauseSend)."""
+        if not await self._peer.wait_send_drained(SEND_STALL_SECONDS):
+            self._host.misbehaving(self._peer, SCORE_NOT_READING, "not reading its data")
+            raise PeerDisconnect(f"send buffer full for {SEND_STALL_SECONDS:g} s")
+
     async def _on_getdata(self, items: list[InvItem]) -> None:
         missing: list[InvItem] = []
         for kind, item_hash in items:
+            await self._wait_drained()
             if kind == "block":
                 raw = self._chain.get_block(item_hash)
                 build = messages.build_block
@@ -233,20 +279,21 @@ class PeerSession:
     async def _on_notfound(self, items: list[InvItem]) -> None:
         for kind, item_hash in items:
             if kind == "block":
-                self._sync.forget(item_hash)
-        self._request_blocks()
+                self._download.not_found(self._peer, item_hash)
 
     async def _on_block(self, block: WireObject) -> None:
         self._note_height(block.height)
+        self._download.block_message(self._peer)
         result = await self._chain.submit_block(block.raw)
         if result.block_hash:
             self._peer.known.add(result.block_hash)
-            self._sync.block_received(result.block_hash, trio.current_time())
+            self._download.block_received(self._peer, result.block_hash)
         if result.status is BlockStatus.INVALID:
             raise ProtocolViolation(f"invalid block: {result.reason}")
+        if result.status in (BlockStatus.CONNECTED, BlockStatus.SIDE):
+            self._peer.last_block_at = trio.current_time()
         if result.status is BlockStatus.ORPHAN:
             self._request_headers()
-        self._request_blocks()
 
     async def _on_tx(self, tx: WireObject) -> None:
         result = await self._chain.submit_tx(tx.raw)
@@ -254,15 +301,35 @@ class PeerSession:
             self._peer.known.add(result.txid)
         if result.invalid:
             raise ProtocolViolation(f"invalid transaction: {result.reason}")
-        if not result.accepted:
+        if result.accepted:
+            self._peer.last_tx_at = trio.current_time()
+        else:
             logger.debug("peer %s: tx not accepted: %s", self._peer.address, result.reason)
 
+    def _take_getheaders_token(self) -> bool:
+        now = trio.current_time()
+        self._getheaders_tokens = min(
+            GETHEADERS_BURST, self._getheaders_tokens + (now - self._tokens_at) * GETHEADERS_RATE
+        )
+        self._tokens_at = now
+        if self._getheaders_tokens < 1:
+            return False
+        self._getheaders_tokens -= 1
+        return True
+
     async def _on_getheaders(self, request: GetHeaders) -> None:
-        headers = self._chain.get_headers_after(request.locator, request.stop_hash, MAX_HEADERS)
-        self._peer.send_frame(messages.build_headers(headers))
+        if self._peer.total_dequeued < self._headers_reply_end:  # reply not even being sent
+            self._host.misbehaving(self._peer, SCORE_FLOOD, "getheaders before reading headers")
+            return
+        if not self._take_getheaders_token():
+            self._host.misbehaving(self._peer, SCORE_FLOOD, "getheaders flood")
+            return
+        await self._wait_drained()
+        if self._peer.send_frame(self._host.headers_reply(request)):
+            self._headers_reply_end = self._peer.total_queued
 
     async def _on_headers(self, headers: Headers) -> None:
-        self._sync.headers_received(trio.current_time())
+        self._headers_asked_at = None
         if not headers.items:
             return
         self._note_height(headers.last_height)
@@ -271,12 +338,14 @@ class PeerSession:
             raise ProtocolViolation(f"invalid headers: {result.invalid_reason}")
         for block_hash in result.wanted:
             self._peer.known.add(block_hash)
-        self._sync.add_wanted(result.wanted)
+        self._download.add_wanted(self._peer, result.wanted, headers.items[-1])
         if len(headers.items) == MAX_HEADERS and result.last_hash:
-            self._sync.continue_from = result.last_hash
-        self._request_blocks()
+            self._request_headers(start=result.last_hash)
 
     async def _on_getaddr(self, _: None) -> None:
+        if self._answered_getaddr:  # one answer per connection, as Bitcoin Core
+            return
+        self._answered_getaddr = True
         self._peer.send_frame(messages.build_addr(self._host.known_addresses()))
 
     async def _on_addr(self, addresses: list[tuple[str, int]]) -> None:

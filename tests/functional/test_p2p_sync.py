@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from consensus.tx import make_transfer
+from tests.functional.chainserver import ChainServer, build_chain, wait_height
 from tests.functional.framework import (
     PREMINE_AMOUNT,
+    compute_genesis_hash,
     connect_nodes,
     sync_blocks,
     sync_mempools,
@@ -109,3 +111,19 @@ def test_split_halves_reorganize_to_more_work(nodes_factory):
     for node in nodes:
         assert node.tx_status(txid) == ("confirmed", 9)
         assert node.rpc.call("getaccount", test_address(8))["balance"] == 777_000
+
+
+IDLE_CHAIN_BLOCKS = 6_100  # > 3 full header batches of 2000
+
+
+def test_fresh_node_syncs_every_header_batch_from_an_idle_peer(nodes_factory):
+    """Regression (issue 5): from a peer that never mines, sync went no further than
+    ~2 034 blocks. A fresh node must fetch all 6 100 (4 getheaders batches)."""
+    blocks = build_chain(IDLE_CHAIN_BLOCKS)
+    genesis = compute_genesis_hash()
+    with ChainServer(genesis, blocks) as server:
+        node = nodes_factory.start_node(connect=[server.address])
+        wait_height(node, IDLE_CHAIN_BLOCKS, timeout=160)
+        assert node.getinfo()["best_hash"] == blocks[-1].hash().hex()
+        assert server.blocks_served == IDLE_CHAIN_BLOCKS  # each block fetched once
+        assert server.getheaders_served >= 4

@@ -18,6 +18,7 @@ from p2p.network import Network
 
 ZERO = bytes(32)
 INVALID_SALT = 666
+MAX_WANTED = 2000  # the node's cap on the blocks one submit_headers returns
 
 
 def header_hash(header_obj: list) -> bytes:
@@ -52,9 +53,11 @@ class FakeChain:
         self.headers: dict[bytes, list] = {self.genesis_hash: genesis}
         self.blocks: dict[bytes, bytes] = {self.genesis_hash: msgpack.packb([genesis, []])}
         self.best: list[bytes] = [self.genesis_hash]
+        self.children: dict[bytes, list[bytes]] = {}  # parent hash -> child hashes
         self.txs: dict[bytes, bytes] = {}
         self.network = None  # set by tests: receives announce_block / announce_tx
         self.submitted_blocks = 0
+        self.served = 0  # blocks handed out by get_block
 
     # --- building -------------------------------------------------------------------
 
@@ -66,6 +69,7 @@ class FakeChain:
             block_hash = header_hash(header)
             self.headers[block_hash] = header
             self.blocks[block_hash] = msgpack.packb([header, []])
+            self.children.setdefault(header[2], []).append(block_hash)
             self.best.append(block_hash)
             hashes.append(block_hash)
         return hashes
@@ -101,6 +105,8 @@ class FakeChain:
         return block_hash in self.blocks
 
     def get_block(self, block_hash: bytes) -> bytes | None:
+        if block_hash in self.blocks:
+            self.served += 1
         return self.blocks.get(block_hash)
 
     def has_tx(self, txid: bytes) -> bool:
@@ -110,8 +116,11 @@ class FakeChain:
         return self.txs.get(txid)
 
     async def submit_headers(self, headers: list[bytes]) -> HeadersResult:
+        """As the node: index the headers, then return the blocks still missing on the
+        path genesis -> last header, oldest first, at most MAX_WANTED (known headers are
+        accepted again, so one known header asks "what is still missing below it")."""
         await trio.lowlevel.checkpoint()
-        wanted, last = [], None
+        last = None
         for raw in headers:
             header = msgpack.unpackb(raw)
             if not is_fake_header(header):
@@ -120,9 +129,15 @@ class FakeChain:
                 return HeadersResult([], None, "prev-unknown")
             last = header_hash(header)
             self.headers[last] = header
-            if last not in self.blocks:
-                wanted.append(last)
-        return HeadersResult(wanted, last)
+        return HeadersResult(self.missing_blocks(last), last)
+
+    def missing_blocks(self, block_hash: bytes | None) -> list[bytes]:
+        """Hashes without a block on the path to `block_hash`, oldest first, ≤ MAX_WANTED."""
+        missing = []
+        while block_hash is not None and block_hash not in self.blocks:
+            missing.append(block_hash)
+            block_hash = self.headers[block_hash][2]
+        return missing[::-1][:MAX_WANTED]
 
     async def submit_block(self, block: bytes) -> BlockResult:
         await trio.lowlevel.checkpoint()
@@ -136,14 +151,21 @@ class FakeChain:
             return BlockResult(BlockStatus.KNOWN, block_hash)
         if header[3] == INVALID_SALT:
             return BlockResult(BlockStatus.INVALID, block_hash, "bad-fake-block")
-        if header[2] not in self.blocks:
+        if header[2] not in self.headers:
             return BlockResult(BlockStatus.ORPHAN, block_hash)
         self.headers[block_hash] = header
         self.blocks[block_hash] = block
-        if header[2] == self.best[-1]:
-            self.best.append(block_hash)
-            if self.network is not None:
-                self.network.announce_block(block_hash)
+        self.children.setdefault(header[2], []).append(block_hash)
+        connected = False
+        while True:  # as the node: connect every stored block that now extends the tip
+            nxt = [h for h in self.children.get(self.best[-1], ()) if h in self.blocks]
+            if not nxt:
+                break
+            self.best.append(nxt[0])
+            connected = True
+        if connected and self.network is not None:
+            self.network.announce_block(self.best[-1])
+        if len(self.best) > header[1] and self.best[header[1]] == block_hash:
             return BlockResult(BlockStatus.CONNECTED, block_hash)
         return BlockResult(BlockStatus.SIDE, block_hash)
 

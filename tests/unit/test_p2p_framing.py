@@ -11,7 +11,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2p import messages
+from p2p import decode, messages
 from p2p.errors import PeerDisconnect, ProtocolViolation
 from p2p.framing import (
     MAX_FRAME_BYTES,
@@ -207,27 +207,106 @@ def test_getheaders_limit():
     assert messages.parse_getheaders(decode_message(body_of(frame))[1]).locator == [H1] * 64
 
 
-def test_headers_limit_and_repack():
+def test_headers_limit_and_exact_bytes():
     headers = [[1, i, H1, 0] for i in range(2000)]
-    parsed = messages.parse_headers([headers])
+    parsed = decode.decode_headers(msgpack.packb([headers]))
     assert parsed.items[5] == msgpack.packb(headers[5])
     assert parsed.last_height == 1999
     with pytest.raises(ProtocolViolation, match="over-limit"):
-        messages.parse_headers([headers + [[1, 1, H1, 0]]])
+        decode.decode_headers(msgpack.packb([headers + [[1, 1, H1, 0]]]))
     with pytest.raises(ProtocolViolation):
-        messages.parse_headers([[b"not-an-array"]])
-    assert messages.parse_headers([[]]).items == []
+        decode.decode_headers(msgpack.packb([[b"not-an-array"]]))
+    with pytest.raises(ProtocolViolation, match="over-limit header"):
+        decode.decode_headers(msgpack.packb([[[b"x" * 2000]]]))
+    assert decode.decode_headers(msgpack.packb([[]])).items == []
 
 
-def test_block_and_tx_payloads():
+def test_block_and_tx_payloads_keep_the_bytes_received():
     block = [[1, 7, H1, 0], []]
-    parsed = messages.parse_block([block])
+    parsed = decode.decode_block(msgpack.packb([block]))
     assert parsed == messages.WireObject(msgpack.packb(block), 7)
-    assert messages.parse_block([[["x"], []]]).height is None
-    assert messages.parse_tx([[1, 2]]).raw == msgpack.packb([1, 2])
+    assert decode.decode_block(msgpack.packb([[["x"], []]])).height is None
+    assert decode.decode_tx(msgpack.packb([[1, 2]])).raw == msgpack.packb([1, 2])
+    # A non-canonical encoding is passed through as received (the node judges it).
+    wide = b"\x91\x92\x94\x01\xcd\x00\x07\xc4\x20" + H1 + b"\x00\x90"
+    assert decode.decode_block(wide) == messages.WireObject(wide[1:], 7)
     for bad in ([], [block, block], [b"raw-bytes"], [5]):
         with pytest.raises(ProtocolViolation):
-            messages.parse_block(bad)
+            decode.decode_block(msgpack.packb(bad))
+    with pytest.raises(ProtocolViolation, match="trailing"):
+        decode.decode_block(msgpack.packb([block]) + b"\x00")
+
+
+@pytest.mark.parametrize(
+    "msg_type,payload",
+    [
+        ("inv", b"\xdc\x03\xe8" + b"\x90" * 1000),  # 1000 empty arrays: shape fails
+        ("inv", b"\xdc\x03\xe9" + b"\x90" * 1001),  # over the item limit
+        ("getheaders", b"\x92\xdc\x00\x41" + b"\xc0" * 65 + b"\xc0"),  # 65 locator slots
+        ("hello", b"\x97" + b"\xc4\x21" + b"x" * 33 + b"\xc0" * 6),  # 33-byte bin
+        ("ping", b"\x91\x81\xa1k\x01"),  # a map
+        ("addr", b"\x91\x92\xda\x01\x00" + b"h" * 256 + b"\x01"),  # 256-byte host
+    ],
+)
+def test_invalid_small_payloads_over_their_own_caps(msg_type, payload):
+    with pytest.raises(ProtocolViolation):
+        decode.decode_payload(msg_type, payload)
+
+
+def test_every_type_has_a_limit_and_frames_fit():
+    assert set(decode.PAYLOAD_LIMITS) == set(decode.DECODERS)
+    for limit in decode.PAYLOAD_LIMITS.values():
+        assert limit + decode.ENVELOPE_BYTES <= MAX_FRAME_BYTES
+
+
+async def feed_reader(data: bytes, limits, **kwargs):
+    ours, theirs = trio.testing.memory_stream_pair()
+    await theirs.send_all(data)
+    await theirs.send_stream.aclose()
+    reader = FrameReader(ours)
+    out = []
+    try:
+        while True:
+            out.append(await reader.read_message(limits, **kwargs))
+    except PeerDisconnect:
+        return out, reader
+
+
+def test_reader_refuses_over_limit_type_before_buffering_the_body():
+    async def main():
+        head = struct.pack(">I", 2_000_000) + b"\x92\xa3inv"  # 2 MB inv announced
+        ours, theirs = trio.testing.memory_stream_pair()
+        await theirs.send_all(head)
+        with pytest.raises(ProtocolViolation, match="over-limit inv"):
+            await FrameReader(ours).read_message(decode.PAYLOAD_LIMITS)
+
+    trio.run(main)
+
+
+def test_reader_skips_unknown_types_without_storing_them():
+    async def main():
+        big = encode_message("future-thing", b"x" * 3_000_000)
+        ping = messages.build_ping(5)
+        got, reader = await feed_reader(big + ping, decode.PAYLOAD_LIMITS)
+        assert got == [("future-thing", None), ("ping", body_of(ping)[6:])]
+        assert len(reader._buffer) == 0
+
+    trio.run(main)
+
+
+def test_invalid_reader_before_hello_allows_only_a_hello_sized_hello():
+    async def main():
+        only = {"hello": decode.PAYLOAD_LIMITS["hello"]}
+        ours, theirs = trio.testing.memory_stream_pair()
+        await theirs.send_all(encode_message("block", [b"x" * 100]))
+        with pytest.raises(ProtocolViolation, match="message before hello"):
+            await FrameReader(ours).read_message(only, only_known=True)
+        ours, theirs = trio.testing.memory_stream_pair()
+        await theirs.send_all(struct.pack(">I", 4_000_000) + b"\x92\xa5hello")
+        with pytest.raises(ProtocolViolation, match="over-limit hello"):
+            await FrameReader(ours).read_message(only, only_known=True)
+
+    trio.run(main)
 
 
 def test_addr_limit_and_shapes():

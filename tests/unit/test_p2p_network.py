@@ -141,6 +141,51 @@ def test_headers_first_sync_of_late_peer_across_header_batches():
     trio.run(main)
 
 
+def test_sync_from_idle_peer_continues_across_many_header_batches():
+    """Regression: 6 500 blocks (4 header batches) from a peer that never mines again.
+    Before the shared scheduler, sync stopped after the first ~2 000 blocks."""
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            a_chain = FakeChain()
+            a_chain.mine(6500)
+            a = await start_network(nursery, a_chain)
+            b_chain = FakeChain()
+            await start_network(nursery, b_chain, connect=[(LOCAL, a.listen_port)])
+            await wait_until(lambda: b_chain.best_height() == 6500, timeout=60)
+            assert b_chain.best == a_chain.best
+            assert b_chain.submitted_blocks == 6500  # no block fetched twice
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_blocks_are_fetched_from_several_peers_without_duplicates():
+    async def main():
+        async with trio.open_nursery() as nursery:
+            source = FakeChain()
+            source.mine(3000)
+            servers = []
+            for _ in range(2):
+                chain = FakeChain()
+                chain.headers, chain.blocks = dict(source.headers), dict(source.blocks)
+                chain.best, chain.children = list(source.best), dict(source.children)
+                servers.append((chain, await start_network(nursery, chain)))
+            b_chain = FakeChain()
+            b = await start_network(
+                nursery, b_chain, connect=[(LOCAL, n.listen_port) for _, n in servers]
+            )
+            await wait_until(lambda: b_chain.best_height() == 3000, timeout=60)
+            assert b_chain.best == source.best
+            assert b_chain.submitted_blocks == 3000
+            served = [chain.served for chain, _ in servers]
+            assert sum(served) == 3000 and min(served) > 300, served
+            assert b.download.queued() == 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
 async def run_in_own_nursery(chain: FakeChain, port: int, *, task_status=trio.TASK_STATUS_IGNORED):
     """Run a Network in a nursery of its own; report (network, its cancel scope)."""
     async with trio.open_nursery() as inner:

@@ -253,16 +253,22 @@ def test_headers_first_fetch_keeps_16_in_flight_and_handles_orphans():
             peer.send_msg("headers", [headers])
             outstanding: list[bytes] = []
             requested = largest = 0
-            while outstanding or requested < len(hashes):
-                msg_type, payload = peer.recv_msg(5)
+            for _ in range(200):  # bounded: 40 blocks, a few getdata each
+                if not outstanding and requested == len(hashes):
+                    break
+                try:
+                    msg_type, payload = peer.recv_msg(0.3 if outstanding else 5)
+                except TimeoutError:  # the node tops up in batches: deliver one more
+                    peer.send_msg("block", [msgpack.unpackb(source.blocks[outstanding.pop(0)])])
+                    continue
                 if msg_type == "getdata":
                     outstanding += [item[1] for item in payload]
                     requested += len(payload)
                     largest = max(largest, len(outstanding))
-                # Deliver one block per request until everything was asked for, then the rest.
-                everything_asked = requested == len(hashes)
-                for _ in range(len(outstanding) if everything_asked else min(1, len(outstanding))):
-                    peer.send_msg("block", [msgpack.unpackb(source.blocks[outstanding.pop(0)])])
+                    if requested == len(hashes):  # everything asked for: send the rest
+                        for block_hash in outstanding:
+                            peer.send_msg("block", [msgpack.unpackb(source.blocks[block_hash])])
+                        outstanding = []
             assert largest == 16
             trio.from_thread.run(wait_until, lambda: chain.best == source.best)
             # Blocks it connected are not announced back to us.
@@ -295,3 +301,21 @@ def test_relay_reaches_other_peers_but_never_echoes():
 
     same_tip, _, _, _ = run_scenario(scenario, peers=1)
     assert same_tip
+
+
+def test_invalid_getheaders_flood_gets_banned_by_score():
+    """Regression (issue 6): a getheaders flood was served without limit, never penalised.
+    Beyond the burst, each request costs 10 points; 100 points ban the IP."""
+
+    def scenario(network, chain, _):
+        with handshake(network) as peer:
+            request = [[chain.genesis_hash], ZERO]
+            for _ in range(300):
+                try:
+                    peer.send_msg("getheaders", request)
+                except OSError:
+                    break  # the node already closed the connection
+            assert peer.is_disconnected(5)
+        trio.from_thread.run(wait_until, lambda: network.bans.is_banned(EVIL))
+
+    run_scenario(scenario)

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p import messages
+from p2p.decode import DECODERS
+from p2p.download import BlockDownload
 from p2p.errors import PeerDisconnect, ProtocolViolation
 from p2p.framing import encode_message, frame_body
 from p2p.peer import Peer
@@ -29,7 +31,7 @@ leaves = (
     | st.sampled_from(["block", "tx"])
 )
 payloads = st.recursive(leaves, lambda children: st.lists(children, max_size=6), max_leaves=40)
-msg_types = st.sampled_from(sorted(messages.PARSERS) + ["unknown"])
+msg_types = st.sampled_from(sorted(DECODERS) + ["unknown"])
 
 
 class Host:
@@ -44,12 +46,23 @@ class Host:
         self.handshake_timeout = 5.0
         self.idle_timeout = 60.0
         self.registered: list[Peer] = []
+        self.scores: list[tuple[int, str]] = []
+        self.download = BlockDownload(self.chain)
 
     def register_peer(self, peer: Peer) -> None:
         self.registered.append(peer)
+        self.download.add_peer(peer)
 
     def known_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", 9)]
+
+    def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
+        self.scores.append((points, reason))
+
+    def headers_reply(self, request) -> bytes:
+        return messages.build_headers(
+            self.chain.get_headers_after(request.locator, request.stop_hash, 2000)
+        )
 
 
 async def run_session(data: bytes) -> tuple[Host, BaseException]:

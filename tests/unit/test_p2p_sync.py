@@ -1,79 +1,139 @@
-"""Per-peer state: download bookkeeping, known-inventory set, bans, send queue (SPEC §11)."""
+"""Per-peer state: the shared block download scheduler, known-inventory set, bans, send queue (SPEC §11)."""
 
 from __future__ import annotations
 
-import math
-
+import msgpack
 import trio
 import trio.testing
 
 from p2p.bans import BanList
-from p2p.peer import SEND_QUEUE_BYTES, SEND_QUEUE_FRAMES, KnownSet, Peer, format_address
-from p2p.sync import MAX_BACKLOG, MAX_BLOCKS_IN_FLIGHT, PeerSync
+from p2p.peer import SEND_BUFFER_BYTES, SEND_BUFFER_HARD_BYTES, KnownSet, Peer, format_address
+from p2p.download import MAX_BLOCKS_IN_FLIGHT, TOP_UP_BATCH, BlockDownload
 
 
 def h(i: int) -> bytes:
     return i.to_bytes(32, "big")
 
 
-def test_at_most_16_blocks_in_flight_in_chain_order():
-    sync = PeerSync(stall_timeout=10)
-    sync.add_wanted([h(i) for i in range(40)])
-    first = sync.next_requests(lambda _: False, now=0)
-    assert first == [h(i) for i in range(MAX_BLOCKS_IN_FLIGHT)]
-    assert sync.next_requests(lambda _: False, now=0) == []
-    sync.block_received(h(0), now=1)
-    sync.block_received(h(1), now=1)
-    assert sync.next_requests(lambda _: False, now=1) == [h(16), h(17)]
-    assert len(sync.in_flight) == MAX_BLOCKS_IN_FLIGHT
+class Chain:
+    """Just enough ChainAccess for the scheduler: which blocks we have."""
+
+    def __init__(self) -> None:
+        self.have: set[bytes] = set()
+
+    def has_block(self, block_hash: bytes) -> bool:
+        return block_hash in self.have
+
+
+def sent_hashes(peer_stream) -> list[bytes]:
+    """Hashes of every getdata queued on a Peer (read from its send channel)."""
+    out = []
+    while peer_stream._queue:
+        frame = peer_stream._queue.popleft()
+        msg_type, items = msgpack.unpackb(frame[4:])
+        assert msg_type == "getdata"
+        out += [item[1] for item in items]
+    return out
+
+
+def new_peer(peer_id: int) -> Peer:
+    stream, _ = trio.testing.memory_stream_pair()
+    return Peer(peer_id, stream, "127.0.0.2", 5000 + peer_id, inbound=True)
+
+
+def test_at_most_16_blocks_in_flight_in_chain_order_topped_up_in_batches():
+    async def main():
+        download = BlockDownload(Chain())
+        peer = new_peer(1)
+        download.add_peer(peer)
+        download.add_wanted(peer, [h(i) for i in range(40)], tip=None)
+        assert sent_hashes(peer) == [h(i) for i in range(MAX_BLOCKS_IN_FLIGHT)]
+        for i in range(TOP_UP_BATCH - 1):
+            download.block_received(peer, h(i))
+        assert sent_hashes(peer) == []  # waits for a batch of free slots
+        download.block_received(peer, h(TOP_UP_BATCH - 1))
+        assert sent_hashes(peer) == [h(16 + i) for i in range(TOP_UP_BATCH)]
+        assert download.in_flight(peer) == MAX_BLOCKS_IN_FLIGHT
+
+    trio.run(main)
 
 
 def test_known_blocks_and_duplicates_are_skipped():
-    sync = PeerSync(stall_timeout=10)
-    sync.add_wanted([h(1), h(2), h(3)])
-    sync.add_wanted([h(2), h(4)])
-    assert sync.backlog() == 4
-    assert sync.next_requests(lambda x: x == h(2), now=0) == [h(1), h(3), h(4)]
-    assert sync.is_tracked(h(3)) and not sync.is_tracked(h(2))
+    async def main():
+        chain = Chain()
+        chain.have.add(h(2))
+        download = BlockDownload(chain)
+        peer = new_peer(1)
+        download.add_peer(peer)
+        download.add_wanted(peer, [h(1), h(2), h(3)], tip=None)
+        download.add_wanted(peer, [h(3), h(4)], tip=None)
+        assert sent_hashes(peer) == [h(1), h(3), h(4)]
+        assert download.is_tracked(h(3)) and not download.is_tracked(h(2))
+
+    trio.run(main)
 
 
-def test_notfound_forgets_queued_and_in_flight():
-    sync = PeerSync(stall_timeout=10)
-    sync.add_wanted([h(i) for i in range(20)])
-    sync.next_requests(lambda _: False, now=0)
-    sync.forget(h(3))
-    sync.forget(h(18))
-    assert not sync.is_tracked(h(3)) and not sync.is_tracked(h(18))
-    assert sync.next_requests(lambda _: False, now=0) == [h(16)]
+def test_two_peers_never_fetch_the_same_block():
+    async def main():
+        download = BlockDownload(Chain())
+        a, b = new_peer(1), new_peer(2)
+        download.add_peer(a)
+        download.add_peer(b)
+        wanted = [h(i) for i in range(40)]
+        download.add_wanted(a, wanted, tip=None)
+        download.add_wanted(b, wanted, tip=None)
+        got_a, got_b = sent_hashes(a), sent_hashes(b)
+        assert got_a == wanted[:16] and got_b == wanted[16:32]
+
+    trio.run(main)
 
 
-def test_stall_deadline_tracks_requests_and_progress():
-    sync = PeerSync(stall_timeout=10)
-    assert sync.stall_deadline() == math.inf
-    sync.headers_requested(now=5)
-    assert sync.headers_outstanding and sync.stall_deadline() == 15
-    sync.headers_received(now=6)
-    assert not sync.headers_outstanding and sync.stall_deadline() == math.inf
-    sync.add_wanted([h(1), h(2)])
-    sync.next_requests(lambda _: False, now=7)
-    assert sync.stall_deadline() == 17
-    sync.block_received(h(1), now=12)
-    assert sync.stall_deadline() == 22
-    sync.block_received(h(2), now=13)
-    assert sync.stall_deadline() == math.inf
+def test_notfound_and_disconnect_hand_blocks_to_other_sources():
+    async def main():
+        download = BlockDownload(Chain())
+        a, b = new_peer(1), new_peer(2)
+        download.add_peer(a)
+        download.add_wanted(a, [h(i) for i in range(20)], tip=None)
+        assert len(sent_hashes(a)) == 16
+        download.add_peer(b)
+        download.add_wanted(b, [h(i) for i in range(20)], tip=None)
+        assert sent_hashes(b) == [h(16), h(17), h(18), h(19)]
+        download.not_found(a, h(3))  # b can serve it: retried first
+        for i in range(16, 20):
+            download.block_received(b, h(i))
+        assert sent_hashes(b) == [h(3)]
+        download.remove_peer(a)  # a's other 15 go to b
+        assert sorted(sent_hashes(b)) == sorted(h(i) for i in range(16) if i != 3)[:15]
+        download.not_found(b, h(0))  # no one else has it: dropped
+        assert not download.is_tracked(h(0))
+
+    trio.run(main)
 
 
-def test_header_continuation_waits_for_backlog():
-    sync = PeerSync(stall_timeout=10)
-    sync.continue_from = h(9)
-    sync.headers_requested(now=0)
-    assert not sync.wants_continuation()
-    sync.headers_received(now=0)
-    sync.add_wanted([h(i) for i in range(MAX_BACKLOG)])
-    assert not sync.wants_continuation()
-    sync.next_requests(lambda _: False, now=0)
-    sync.block_received(h(0), now=0)
-    assert sync.wants_continuation()
+def test_stalled_peer_work_is_reassigned():
+    async def main():
+        download = BlockDownload(Chain(), stall_seconds=5)
+        a, b = new_peer(1), new_peer(2)
+        download.add_peer(a)
+        download.add_wanted(a, [h(i) for i in range(16)], tip=None)
+        sent_hashes(a)
+        download.add_peer(b)
+        download.add_wanted(b, [h(i) for i in range(16)], tip=None)
+        assert sent_hashes(b) == []  # everything is in flight from a
+        assert download.stall_deadline(a, 60) == trio.current_time() + 60
+        clock.jump(6)
+        download._reassign_stalled()
+        download._dispatch()
+        assert sent_hashes(b) == [h(i) for i in range(16)]
+        assert download.reassigned == 16 and download.in_flight(a) == 0
+        download.add_wanted(a, [h(99)], tip=None)
+        assert sent_hashes(a) == []  # a stalling peer gets no new work...
+        download.block_message(a)  # ...until it delivers again
+        download.add_wanted(a, [h(100)], tip=None)
+        assert sent_hashes(a) == [h(99), h(100)]
+
+    clock = trio.testing.MockClock()
+    trio.run(main, clock=clock)
 
 
 def test_known_set_is_bounded_lru():
@@ -103,21 +163,35 @@ def test_bans_are_per_exact_ip_and_expire():
     trio.run(main, clock=clock)
 
 
-def test_send_queue_overflow_closes_peer():
+def test_send_buffer_pauses_at_soft_limit_and_closes_at_hard_limit():
     async def main():
-        stream, _other = trio.testing.memory_stream_pair()
-        peer = Peer(1, stream, "127.0.0.2", 5000, inbound=True)
-        for _ in range(SEND_QUEUE_FRAMES):
-            assert peer.send_frame(b"f")
-        assert not peer.send_frame(b"f")
-        assert peer.close_reason == "send queue overflow"
-        assert peer.cancel_scope.cancel_called
-        assert not peer.send_frame(b"f")
+        ours, theirs = trio.testing.memory_stream_pair()
+        peer = Peer(1, ours, "127.0.0.2", 5000, inbound=True)
+        assert peer.send_frame(b"x" * (SEND_BUFFER_BYTES - 1))
+        assert not peer.send_paused
+        assert peer.send_frame(b"y")
+        assert peer.send_paused
+        assert not await peer.wait_send_drained(0.05)  # nobody writes: still full
+        async with trio.open_nursery() as nursery:
+            with peer.cancel_scope:
+                nursery.start_soon(peer.run_writer)
 
-        big = Peer(2, stream, "127.0.0.2", 5001, inbound=True)
-        assert big.send_frame(b"x" * (SEND_QUEUE_BYTES // 2))
-        assert not big.send_frame(b"x" * (SEND_QUEUE_BYTES // 2 + 1))
-        assert big.close_reason == "send queue overflow"
+                async def read_all():
+                    got = 0
+                    while got < SEND_BUFFER_BYTES:
+                        got += len(await theirs.receive_some())
+
+                nursery.start_soon(read_all)
+                assert await peer.wait_send_drained(5)
+                assert peer.total_queued == SEND_BUFFER_BYTES and not peer.send_paused
+            nursery.cancel_scope.cancel()
+
+        big = Peer(2, ours, "127.0.0.2", 5001, inbound=True)
+        assert big.send_frame(b"x" * (SEND_BUFFER_HARD_BYTES - 10))
+        assert not big.send_frame(b"x" * 11)
+        assert big.close_reason == "send buffer overflow"
+        assert big.cancel_scope.cancel_called
+        assert not big.send_frame(b"f")
 
     trio.run(main)
 
