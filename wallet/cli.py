@@ -31,22 +31,23 @@ COMMANDS = {
                 "address."),
     "cheat": ("wallet.commands.cheat:cheat",
               "Report a customer who issued duplicate or out-of-range tickets."),
-    "escrow": ("wallet.commands.escrow:escrow",
+    "escrow": ("wallet.customer.escrow:escrow",
                "Create escrows and follow their draws, redeems and refund."),
     "key": ("wallet.commands.keys:key",
             "Create, import and list the wallet's named keys (NAME: 1-64 of A-Z a-z 0-9 _ -)."),
-    "merchant": ("wallet.commands.merchant:merchant",
+    "merchant": ("wallet.merchant.commands:merchant",
                  "Run a merchant's ticket service and auto-redeemer, and inspect its tickets."),
     "send": ("wallet.commands.coins:send",
              "Send AMOUNT from the wallet key FROM to TO (a key name or an address)."),
-    "ticket": ("wallet.commands.tickets:ticket",
+    "ticket": ("wallet.customer.tickets:ticket",
                "Issue lottery tickets to merchants (customer side)."),
 }
 
 # Failures whose message is already the user's error line: (module, exception class).
 _MESSAGE_ERRORS = (("wallet.keystore", "KeystoreError"), ("wallet.walletdb", "WalletDBError"),
-                   ("wallet.issuer", "IssueError"), ("wallet.issuer", "TicketSendError"),
-                   ("wallet.ticketstore", "StoreError"))
+                   ("wallet.customer.issuer", "IssueError"),
+                   ("wallet.customer.issuer", "TicketSendError"),
+                   ("wallet.merchant.ticketstore", "StoreError"))
 
 
 def _message_errors() -> tuple[type[BaseException], ...]:

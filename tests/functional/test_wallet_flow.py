@@ -26,7 +26,7 @@ import pytest
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
 from tests.functional.framework import (PREMINE_AMOUNT, REPO_ROOT, test_address, test_seed,
                                         wait_until)
-from wallet.issuer import TicketIssuer, read_tickets, write_tickets
+from wallet.customer.issuer import TicketIssuer, read_tickets, write_tickets
 
 BETA = 1000  # units per winning ticket
 TKT_RATE, ROUNDS, DRAW_LEN = 4, 4, 2  # p = 1/2: k = 4 winners of 8 seqnos per group

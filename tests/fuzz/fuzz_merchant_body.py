@@ -1,6 +1,6 @@
 """Fuzz target: the merchant service's ``POST /v1/tickets`` body parser (SPEC §4, §13).
 
-``wallet.merchant_service.parse_ticket_body`` turns any byte string into one entry per
+``wallet.merchant.service.parse_ticket_body`` turns any byte string into one entry per
 107-byte record or refuses the request as a whole with ``RequestError`` (400 for a length
 that is not a multiple of 107, 413 past 10 000 tickets); each entry agrees with
 ``consensus.ticket.Ticket.decode`` of its record (the fast parser must not grow a rule of
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from consensus.errors import DecodeError
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
-from wallet.merchant_service import (MAX_TICKETS_PER_REQUEST, RequestError,
-                                     check_content_type, parse_ticket_body)
+from wallet.merchant.service import (MAX_TICKETS_PER_REQUEST, RequestError, check_content_type,
+                                     parse_ticket_body)
 
 EXPECTED: tuple[type[BaseException], ...] = (RequestError,)
 
