@@ -1,9 +1,10 @@
 """``microcash-wallet``: keys, coins, escrows, tickets, the merchant service, cheat proofs.
 
-The click group holding the global options; the commands live in ``wallet.commands`` and
-are imported only when named (``COMMANDS``), so a command loads just what it uses and
-starts in about a tenth of a second. Every failure a user can cause (a bad argument, an unreachable node, a wrong passphrase,
-a transaction the node rejects) ends with one ``error: ...`` line and exit status 1, never
+The click group holding the global options; the commands live in ``wallet.commands``,
+``wallet.customer`` and ``wallet.merchant`` and are imported only when named
+(``COMMANDS``), so a command loads just what it uses and starts in about a tenth of a
+second. Every failure a user can cause (a bad argument, an unreachable node, a wrong
+passphrase, a transaction the node rejects) ends with one ``error: ...`` line and exit status 1, never
 a traceback. A rejected transaction reads ``error: node rejected the transaction: <reason>``
 with the SPEC reject reason.
 """

@@ -1,7 +1,7 @@
 """Merchant ticket service (SPEC §4.1, §13) and auto-redeemer (SPEC §6, §7) on a fake chain.
 
-The fake chain stands in for ``wallet.merchant.chainview.RpcChainView``: escrow states, the tip,
-draws, a mempool and confirmed REDEEMs are plain attributes a test sets.
+The fake chain stands in for ``wallet.merchant.chainview.RpcChainView``: escrow states,
+the tip, draws, a mempool and confirmed REDEEMs are plain attributes a test sets.
 """
 
 from dataclasses import replace
