@@ -4,9 +4,9 @@ The click group holding the global options; the commands live in ``wallet.comman
 ``wallet.customer`` and ``wallet.merchant`` and are imported only when named
 (``COMMANDS``), so a command loads just what it uses and starts in about a tenth of a
 second. Every failure a user can cause (a bad argument, an unreachable node, a wrong
-passphrase, a transaction the node rejects) ends with one ``error: ...`` line and exit status 1, never
-a traceback. A rejected transaction reads ``error: node rejected the transaction: <reason>``
-with the SPEC reject reason.
+passphrase, a transaction the node rejects) ends with one ``error: ...`` line and exit
+status 1, never a traceback. A rejected transaction reads ``error: node rejected the
+transaction: <reason>`` with the SPEC reject reason.
 """
 
 from __future__ import annotations
