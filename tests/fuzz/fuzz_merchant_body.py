@@ -20,15 +20,15 @@ EXPECTED: tuple[type[BaseException], ...] = (RequestError,)
 _GENESIS, _ESCROW = bytes(range(32)), bytes([7]) * 32
 _GOOD = sign_ticket(bytes([1]) * 32, _GENESIS, _ESCROW, 1, 5).encode()
 
+# Valid request bodies (the runner requires seeds to pass without any exception); records
+# that do not decode are still a valid body: they come back as None (bad-encoding).
 SEEDS: list[bytes] = [
     b"",
     _GOOD,
     _GOOD * 3,
-    _GOOD[:-1],
     b"\x02" + _GOOD[1:],  # unknown version
     _GOOD + b"\x00" * TICKET_SIZE,  # a good ticket and a version-0 record
     b"\xff" * (2 * TICKET_SIZE),
-    bytes(TICKET_SIZE * 4 + 1),
 ]
 
 
