@@ -31,7 +31,7 @@ from consensus.ticket import sign_ticket
 from consensus.tx import make_cheat_proof, make_escrow_create
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
-from wallet.issuer import TicketIssuer, send_tickets
+from wallet.customer.issuer import TicketIssuer, send_tickets
 
 
 WARMUP_HEIGHT = 21          # two retarget windows: block time has settled near 2 s

@@ -1,11 +1,12 @@
 """``microcash-wallet``: keys, coins, escrows, tickets, the merchant service, cheat proofs.
 
-The click group holding the global options; the commands live in ``wallet.commands`` and
-are imported only when named (``COMMANDS``), so a command loads just what it uses and
-starts in about a tenth of a second. Every failure a user can cause (a bad argument, an unreachable node, a wrong passphrase,
-a transaction the node rejects) ends with one ``error: ...`` line and exit status 1, never
-a traceback. A rejected transaction reads ``error: node rejected the transaction: <reason>``
-with the SPEC reject reason.
+The click group holding the global options; the commands live in ``wallet.commands``,
+``wallet.customer`` and ``wallet.merchant`` and are imported only when named
+(``COMMANDS``), so a command loads just what it uses and starts in about a tenth of a
+second. Every failure a user can cause (a bad argument, an unreachable node, a wrong
+passphrase, a transaction the node rejects) ends with one ``error: ...`` line and exit
+status 1, never a traceback. A rejected transaction reads ``error: node rejected the
+transaction: <reason>`` with the SPEC reject reason.
 """
 
 from __future__ import annotations
@@ -31,22 +32,23 @@ COMMANDS = {
                 "address."),
     "cheat": ("wallet.commands.cheat:cheat",
               "Report a customer who issued duplicate or out-of-range tickets."),
-    "escrow": ("wallet.commands.escrow:escrow",
+    "escrow": ("wallet.customer.escrow:escrow",
                "Create escrows and follow their draws, redeems and refund."),
     "key": ("wallet.commands.keys:key",
             "Create, import and list the wallet's named keys (NAME: 1-64 of A-Z a-z 0-9 _ -)."),
-    "merchant": ("wallet.commands.merchant:merchant",
+    "merchant": ("wallet.merchant.commands:merchant",
                  "Run a merchant's ticket service and auto-redeemer, and inspect its tickets."),
     "send": ("wallet.commands.coins:send",
              "Send AMOUNT from the wallet key FROM to TO (a key name or an address)."),
-    "ticket": ("wallet.commands.tickets:ticket",
+    "ticket": ("wallet.customer.tickets:ticket",
                "Issue lottery tickets to merchants (customer side)."),
 }
 
 # Failures whose message is already the user's error line: (module, exception class).
 _MESSAGE_ERRORS = (("wallet.keystore", "KeystoreError"), ("wallet.walletdb", "WalletDBError"),
-                   ("wallet.issuer", "IssueError"), ("wallet.issuer", "TicketSendError"),
-                   ("wallet.ticketstore", "StoreError"))
+                   ("wallet.customer.issuer", "IssueError"),
+                   ("wallet.customer.issuer", "TicketSendError"),
+                   ("wallet.merchant.ticketstore", "StoreError"))
 
 
 def _message_errors() -> tuple[type[BaseException], ...]:

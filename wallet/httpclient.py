@@ -1,7 +1,7 @@
 """Keep-alive HTTP/1.1 client connections on the standard library's ``http.client``.
 
 The wallet's synchronous HTTP: JSON-RPC to the node (``wallet.rpcclient``), tickets to a
-merchant service (``wallet.issuer``) and its status page. Importing it costs a few
+merchant service (``wallet.customer.issuer``) and its status page. Importing it costs a few
 milliseconds (``http.client`` itself is loaded with the first connection), which keeps
 every ``microcash-wallet`` command quick to start.
 """

@@ -26,7 +26,7 @@ import pytest
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
 from tests.functional.framework import (PREMINE_AMOUNT, REPO_ROOT, test_address, test_seed,
                                         wait_until)
-from wallet.issuer import TicketIssuer, read_tickets, write_tickets
+from wallet.customer.issuer import TicketIssuer, read_tickets, write_tickets
 
 BETA = 1000  # units per winning ticket
 TKT_RATE, ROUNDS, DRAW_LEN = 4, 4, 2  # p = 1/2: k = 4 winners of 8 seqnos per group
@@ -94,10 +94,10 @@ def run_while_mining(node, wallet: Wallet, processes, *args) -> dict:
     return json.loads(out)
 
 
-def start_merchant(wallet: Wallet, name: str, processes) -> str:
-    """``merchant serve NAME --port 0``; returns its URL once /v1/status answers."""
+def start_merchant(wallet: Wallet, name: str, processes, *options) -> str:
+    """``merchant serve NAME --port 0 [options]``; returns its URL once /v1/status answers."""
     log = open(wallet.wallet_dir / f"{name}.log", "w")
-    proc = wallet.popen("merchant", "serve", name, "--port", "0", stdout=log,
+    proc = wallet.popen("merchant", "serve", name, "--port", "0", *options, stdout=log,
                         stderr=subprocess.STDOUT)
     log.close()
     processes.append(proc)
@@ -346,3 +346,23 @@ def test_killed_ticket_issue_costs_only_its_chunks(nodes_factory, tmp_path, proc
                       "--count", rate - mark, "--out", out)
     assert (after["round"], after["seqno_first"], after["count"]) == (start, mark, rate - mark)
     assert after["seqno_last"] == rate - 1  # the rest of the round, none reissued
+
+
+def test_merchant_with_worker_processes(nodes_factory, tmp_path, processes):
+    """`merchant serve --workers 2` checks signatures in two processes: tickets from
+    `ticket issue` (several chunks) are all accepted, and SIGTERM stops it cleanly."""
+    node = nodes_factory.start_node()
+    cust = Wallet(tmp_path / "customer", node.datadir)
+    shop = Wallet(tmp_path / "shop", node.datadir)
+    cust.run("key", "import", "cust", "--seed-hex", test_seed(0).hex(), "--empty-passphrase")
+    addr = shop.run("key", "new", "ma", "--empty-passphrase").stdout.strip()
+    e = run_while_mining(node, cust, processes, "escrow", "create", "cust", "--merchant", addr,
+                         "--beta", 1, "--p", "1/2", "--tkt-rate", 1000, "--rounds", 2,
+                         "--draw-len", 1)
+    node.generate(e["start"] - 1 - node.getinfo()["height"])
+    url = start_merchant(shop, "ma", processes, "--workers", 2)
+    result = cust.json("ticket", "issue", "cust", e["escrow_id"], "--merchant", addr,
+                       "--count", 700, "--chunk", 300, "--to", url)
+    assert (result["count"], result["accepted"], result["rejected"]) == (700, 700, [])
+    assert shop.json("merchant", "status", "ma")["escrows"][e["escrow_id"]]["held"] == 700
+    stop_merchant(shop, "ma", processes[-1])

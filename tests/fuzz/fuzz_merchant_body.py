@@ -1,6 +1,6 @@
 """Fuzz target: the merchant service's ``POST /v1/tickets`` body parser (SPEC §4, §13).
 
-``wallet.merchant_service.parse_ticket_body`` turns any byte string into one entry per
+``wallet.merchant.service.parse_ticket_body`` turns any byte string into one entry per
 107-byte record or refuses the request as a whole with ``RequestError`` (400 for a length
 that is not a multiple of 107, 413 past 10 000 tickets); each entry agrees with
 ``consensus.ticket.Ticket.decode`` of its record (the fast parser must not grow a rule of
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from consensus.errors import DecodeError
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
-from wallet.merchant_service import (MAX_TICKETS_PER_REQUEST, RequestError,
-                                     check_content_type, parse_ticket_body)
+from wallet.merchant.service import (MAX_TICKETS_PER_REQUEST, RequestError, check_content_type,
+                                     parse_ticket_body)
 
 EXPECTED: tuple[type[BaseException], ...] = (RequestError,)
 
 _GENESIS, _ESCROW = bytes(range(32)), bytes([7]) * 32
 _GOOD = sign_ticket(bytes([1]) * 32, _GENESIS, _ESCROW, 1, 5).encode()
 
-# Seeds are inputs the parser takes (SPEC §13 bodies); the mutations make the bad ones.
+# Valid request bodies (the runner requires seeds to pass without any exception); records
+# that do not decode are still a valid body: they come back as None (bad-encoding).
 SEEDS: list[bytes] = [
     b"",
     _GOOD,
@@ -28,7 +29,6 @@ SEEDS: list[bytes] = [
     b"\x02" + _GOOD[1:],  # unknown version
     _GOOD + b"\x00" * TICKET_SIZE,  # a good ticket and a version-0 record
     b"\xff" * (2 * TICKET_SIZE),
-    bytes(TICKET_SIZE * 4),
 ]
 
 

@@ -10,9 +10,9 @@ import pytest
 from consensus.escrow import EscrowState
 from consensus.keys import generate_seed, public_key
 from consensus.ticket import TICKET_SIZE, Ticket, verify_ticket_signature
-from wallet import issuer as issuer_mod
-from wallet.issuer import (IssueError, TicketIssuer, TicketSendError, read_tickets,
-                           send_tickets, write_tickets)
+from wallet.customer import issuer as issuer_mod
+from wallet.customer.issuer import (IssueError, TicketIssuer, TicketSendError, read_tickets,
+                                    send_tickets, write_tickets)
 
 GENESIS = bytes(range(32))
 ESCROW_ID = bytes([7]) * 32

@@ -1,7 +1,7 @@
 """Merchant ticket service (SPEC §4.1, §13) and auto-redeemer (SPEC §6, §7) on a fake chain.
 
-The fake chain stands in for ``wallet.chainview.RpcChainView``: escrow states, the tip,
-draws, a mempool and confirmed REDEEMs are plain attributes a test sets.
+The fake chain stands in for ``wallet.merchant.chainview.RpcChainView``: escrow states,
+the tip, draws, a mempool and confirmed REDEEMs are plain attributes a test sets.
 """
 
 from dataclasses import replace
@@ -15,15 +15,15 @@ from consensus.keys import public_key
 from consensus.params import get_params
 from consensus.ticket import TICKET_SIZE, Ticket, sign_ticket
 from consensus.tx import Tx
-from wallet.chainview import NodeRejected, NodeUnavailable, RpcChainView
-from wallet.issuer import send_tickets
-from wallet.merchant_service import (MAX_TICKETS_PER_REQUEST, MerchantService, RequestError,
+from wallet.merchant.chainview import NodeRejected, NodeUnavailable, RpcChainView
+from wallet.customer.issuer import send_tickets
+from wallet.merchant.service import (MAX_TICKETS_PER_REQUEST, MerchantService, RequestError,
                                      run_merchant)
-from wallet.redeemer import Redeemer
-from wallet.ticketverify import MIN_PROCESS_CHUNK, TicketVerifier
+from wallet.merchant.redeemer import Redeemer
+from wallet.merchant.ticketverify import MIN_PROCESS_CHUNK, TicketVerifier
 from wallet.rpcclient import RpcConnectionError, RpcError
-from wallet.ticketstore import (EVIDENCE_DUPLICATE, EVIDENCE_OUT_OF_RANGE, EXPIRED, FAILED,
-                                HELD, LOSING, REDEEMED, WINNING, TicketStore)
+from wallet.merchant.ticketstore import (EVIDENCE_DUPLICATE, EVIDENCE_OUT_OF_RANGE, EXPIRED,
+                                         FAILED, HELD, LOSING, REDEEMED, WINNING, TicketStore)
 
 PARAMS = get_params("regtest")  # confirm_depth 2, d_draw 3, d_redeem 6
 GENESIS = bytes([0x42]) * 32

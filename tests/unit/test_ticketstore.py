@@ -2,9 +2,9 @@
 
 import pytest
 
-from wallet.ticketstore import (EVIDENCE_OUT_OF_RANGE, EXPIRED, FAILED, HELD, LOSING,
-                                REDEEMED, WINNING, NewTicket, PendingRedeem, StoreError,
-                                TicketStore)
+from wallet.merchant.ticketstore import (EVIDENCE_OUT_OF_RANGE, EXPIRED, FAILED, HELD, LOSING,
+                                         REDEEMED, WINNING, NewTicket, PendingRedeem,
+                                         StoreError, TicketStore)
 
 EID = bytes([3]) * 32
 OTHER = bytes([4]) * 32

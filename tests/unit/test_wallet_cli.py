@@ -17,7 +17,7 @@ from consensus.params import COIN, get_params
 from consensus.tx import NONCE_KINDS, Tx
 from wallet.cli import cli
 from wallet.rpcclient import RpcClient, RpcError
-from wallet.ticketstore import NewTicket, TicketStore
+from wallet.merchant.ticketstore import NewTicket, TicketStore
 from wallet.walletdb import WalletDB
 
 REGTEST = get_params("regtest")

@@ -14,7 +14,7 @@ from consensus.params import COIN, get_params
 from consensus.ticket import sign_ticket
 from wallet.amounts import MAX_AMOUNT, format_amount, format_mcash, parse_amount, parse_units
 from wallet.commands.cheat import find_proof
-from wallet.commands.schedule import build_escrow_state, schedule_json, schedule_lines
+from wallet.customer.schedule import build_escrow_state, schedule_json, schedule_lines
 from wallet.walletdb import EscrowRecord, WalletDB, WalletDBError
 
 PAPER = get_params("paper")

@@ -17,7 +17,7 @@ from consensus.ticket import Ticket, verify_ticket_signature
 from consensus.tx import make_cheat_proof
 from wallet.commands.common import (UNITS, WalletContext, WalletError, echo_json, json_option,
                                     pass_wallet, timeout_option)
-from wallet.issuer import read_tickets
+from wallet.customer.issuer import read_tickets
 
 
 @click.group()

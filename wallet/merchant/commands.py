@@ -1,6 +1,6 @@
 """Merchant commands: ``merchant serve`` and ``merchant status`` (SPEC §4.1, §7, §13).
 
-``serve`` runs ``wallet.merchant_service.run_merchant`` (the SPEC §13 ticket service plus
+``serve`` runs ``wallet.merchant.service.run_merchant`` (the SPEC §13 ticket service plus
 the auto-redeemer) for one wallet key, with its ticket store in
 ``<wallet-dir>/merchants/NAME/store`` and, while it runs, ``service.json`` next to it:
 ``{"name", "address", "host", "port", "url", "pid"}``. ``status`` asks the running
@@ -62,7 +62,7 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
     """
     import trio
 
-    from wallet.merchant_service import run_merchant
+    from wallet.merchant.service import run_merchant
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -107,8 +107,8 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     """
     import trio
 
-    from wallet.chainview import NodeError
-    from wallet.ticketstore import StoreError
+    from wallet.merchant.chainview import NodeError
+    from wallet.merchant.ticketstore import StoreError
 
     directory = merchant_dir(wallet, name)
     pubkey = wallet.key_address(name)
@@ -179,7 +179,7 @@ def _ask_service(service_file: Path) -> tuple[dict[str, Any], str] | None:
 
 
 def _read_store(store: Path) -> dict[str, Any]:
-    from wallet.ticketstore import StoreError, TicketStore
+    from wallet.merchant.ticketstore import StoreError, TicketStore
 
     if not store.is_dir():
         return {}

@@ -1,6 +1,6 @@
 """Ticket commands: ``ticket issue`` and ``ticket send`` (SPEC §3.2, §4, §13).
 
-Issuing goes through ``wallet.issuer.TicketIssuer`` with its state in
+Issuing goes through ``wallet.customer.issuer.TicketIssuer`` with its state in
 ``<wallet-dir>/issuer``: the seqno high-water mark is on disk (fsynced) before any
 ticket is signed, so a seqno is never handed out twice, even across crashes. Seqnos are
 reserved chunk by chunk (``--chunk``): the next chunk is reserved and signed while the
@@ -22,8 +22,9 @@ from consensus.escrow import EscrowState
 from consensus.ticket import Ticket
 from wallet.commands.common import (ESCROW_ID, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet)
-from wallet.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer, TicketSender,
-                           TicketSendError, read_tickets, send_tickets, write_tickets)
+from wallet.customer.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer,
+                                    TicketSender, TicketSendError, read_tickets, send_tickets,
+                                    write_tickets)
 
 
 @click.group()

@@ -12,7 +12,7 @@ A request is handled in three phases so that the event loop stays responsive:
    request or a new block may have arrived meanwhile), then one synced write batch.
 Each ticket's reason is still the first failing check in SPEC §4.1 order.
 
-``run_merchant`` runs this service and the auto-redeemer (``wallet.redeemer``) in one
+``run_merchant`` runs this service and the auto-redeemer (``wallet.merchant.redeemer``) in one
 nursery; the wallet CLI calls it.
 """
 
@@ -38,11 +38,11 @@ from consensus.escrow import (EscrowState, compute_group_of_seqno, compute_round
 from consensus.keys import public_key
 from consensus.params import ChainParams
 from consensus.ticket import TICKET_SIZE, TICKET_VERSION, Ticket
-from wallet.chainview import ChainView, NodeError, RpcChainView
-from wallet.redeemer import DEFAULT_FEE, Redeemer
+from wallet.merchant.chainview import ChainView, NodeError, RpcChainView
+from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
-from wallet.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
-from wallet.ticketverify import TicketVerifier
+from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
+from wallet.merchant.ticketverify import TicketVerifier
 
 log = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ class MerchantService:
         config = Config()
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = None
-        config.errorlog = logging.getLogger("wallet.merchant_service.http")
+        config.errorlog = logging.getLogger("wallet.merchant.service.http")
         config.graceful_timeout = 1.0
         config.read_timeout = READ_TIMEOUT
         async with trio.open_nursery() as nursery:
@@ -490,7 +490,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     signature-checking worker processes (1: one thread in this process).
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
-    ``wallet.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
+    ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
     cannot be reached at start.
     """
     if public_key(merchant_seed) != merchant_pubkey:

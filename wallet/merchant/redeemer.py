@@ -29,9 +29,10 @@ import trio
 from consensus.keys import public_key
 from consensus.ticket import Ticket
 from consensus.tx import MAX_REDEEM_TICKETS, make_redeem
-from wallet.chainview import ChainView, NodeError, NodeRejected
-from wallet.ticketstore import (EVIDENCE_DUPLICATE, EXPIRED, FAILED, HELD, LOSING, REDEEMED,
-                                WINNING, OpenGroup, PendingRedeem, StoredTicket, TicketStore)
+from wallet.merchant.chainview import ChainView, NodeError, NodeRejected
+from wallet.merchant.ticketstore import (EVIDENCE_DUPLICATE, EXPIRED, FAILED, HELD, LOSING,
+                                         REDEEMED, WINNING, OpenGroup, PendingRedeem,
+                                         StoredTicket, TicketStore)
 
 log = logging.getLogger(__name__)
 

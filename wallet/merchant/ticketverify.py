@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Sequence
 
 import trio
@@ -25,6 +29,7 @@ from consensus.ticket import TICKET_MAGIC, TICKET_SIZE
 
 SIGNED_BYTES = 43  # a ticket's signed body (SPEC §4); its signature follows
 MIN_PROCESS_CHUNK = 250  # tickets per process task below which IPC costs more than it saves
+PARENT_POLL = 1.0  # seconds between a worker's checks that the service still runs
 
 
 def verify_batch(genesis_hash: bytes, owners: Sequence[bytes], owner_of: bytes,
@@ -42,6 +47,23 @@ def verify_batch(genesis_hash: bytes, owners: Sequence[bytes], owner_of: bytes,
         message = prefix + tickets[at:at + SIGNED_BYTES]
         out[i] = verify(owners[owner], message, tickets[at + SIGNED_BYTES:at + TICKET_SIZE])
     return bytes(out)
+
+
+def _worker_init() -> None:
+    """Worker processes leave SIGINT and SIGTERM to the service, which stops them itself
+    (a Ctrl-C reaches the whole process group; workers must not die mid-task or print
+    tracebacks of their own), and exit by themselves if the service is killed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Poll once a second; leave as soon as the service process is gone (a SIGKILLed
+    service cannot shut its pool down, and its pipes stay open in the workers)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(0)
 
 
 def _warm_up() -> int:
@@ -72,7 +94,8 @@ class TicketVerifier:
         """Start the worker processes (``workers > 1``) and wait until each answers."""
         if self.workers > 1 and self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init)
             for future in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
                 future.result()
         return self

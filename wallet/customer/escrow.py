@@ -15,7 +15,7 @@ from wallet.amounts import MAX_AMOUNT, format_amount
 from wallet.commands.common import (DEFAULT_TX_FEE, ESCROW_ID, FRACTION, POSITIVE_UNITS,
                                     UNITS, TxRejected, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet, timeout_option)
-from wallet.commands.schedule import (build_escrow_state, group_rows, schedule_json,
+from wallet.customer.schedule import (build_escrow_state, group_rows, schedule_json,
                                       schedule_lines)
 from wallet.rpcclient import RpcConnectionError
 from wallet.walletdb import EscrowRecord
