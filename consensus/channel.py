@@ -361,18 +361,20 @@ def process_channel_expiries(ctx: "TxContext", view: StateView) -> None:
 def compute_channel_penalty_guidance(interval_seconds: int | Fraction,
                                      seconds_per_payment: int | Fraction,
                                      max_price: int) -> int:
-    """The least penalty that makes equivocating across points of sale unprofitable:
-    ``ceil(T̂ / Ť · u₂)`` units (SPEC §16 policy; seed 003, Das–Tripathi, the bound
-    ``p ≤ T̂ / Ť · u₂``).
+    """The wallet's default channel penalty: seed 003's bound ``p ≤ T̂ / Ť · u₂``
+    (Das–Tripathi §3.3 "Upper Bound of Penalty"), taken with equality and rounded down to
+    whole units (SPEC §16 policy, not consensus).
 
     ``interval_seconds`` is T̂, the working time of a point of sale within one
-    synchronisation interval (how long a point of sale accepts vouchers before it hears the
-    others' last state); ``seconds_per_payment`` is Ť, the mean time per payment;
-    ``max_price`` is u₂, the highest price of one payment in units. ``T̂ / Ť`` is how many
-    payments one point of sale can take on a stale state, each worth at most ``u₂``: a payer
-    who double-spends a voucher number gains at most that much before the points of sale
-    synchronise, so a penalty of at least that makes the cheat a loss. Raises
-    ``ValueError`` for non-positive ``seconds_per_payment`` or negative inputs.
+    synchronisation interval (how long it accepts vouchers before it learns the other
+    points' last state); ``seconds_per_payment`` is Ť, the mean time per payment;
+    ``max_price`` is u₂, the highest price of one payment, in units. ``T̂ / Ť · u₂`` is the
+    most one point of sale can accept on a stale state before synchronising, i.e. what an
+    equivocating payer gains per extra point of sale it cheats; the paper calls it the
+    largest penalty that is still reasonable for an honest payer (who locks it for the
+    channel's life). With N points of sale a payer who equivocates at all of them can gain
+    up to ``(N - 1)`` times this before being caught; the wallet explains that. Returns
+    units; raises ``ValueError`` for ``seconds_per_payment <= 0`` or negative inputs.
     """
     interval = Fraction(interval_seconds)
     per_payment = Fraction(seconds_per_payment)
@@ -381,4 +383,4 @@ def compute_channel_penalty_guidance(interval_seconds: int | Fraction,
     if interval < 0 or max_price < 0:
         raise ValueError("interval_seconds and max_price must not be negative")
     bound = interval / per_payment * max_price
-    return -(-bound.numerator // bound.denominator)  # ceil
+    return bound.numerator // bound.denominator  # p <= bound: round down

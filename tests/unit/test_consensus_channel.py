@@ -338,7 +338,7 @@ def test_channel_state_round_trip():
 
 def test_penalty_guidance_is_payments_per_interval_times_max_price():
     assert compute_channel_penalty_guidance(60, 2, 1_000) == 30_000
-    assert compute_channel_penalty_guidance(10, 3, 7) == 24            # ceil(70 / 3)
+    assert compute_channel_penalty_guidance(10, 3, 7) == 23            # floor(70 / 3): p <= bound
     assert compute_channel_penalty_guidance(Fraction(1, 2), 1, 10) == 5
     assert compute_channel_penalty_guidance(0, 1, 10) == 0
 
