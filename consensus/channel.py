@@ -358,6 +358,46 @@ def process_channel_expiries(ctx: "TxContext", view: StateView) -> None:
 
 # ---- wallet policy (not consensus) ---------------------------------------------------------
 
+def compute_channel_close_deadline(channel: ChannelState) -> int:
+    """The last height whose block may carry a CHANNEL_CLOSE or CHANNEL_CHEAT of
+    ``channel``: ``expiry_height - 1`` (SPEC §16: including height ``< expiry_height``)."""
+    return channel.expiry_height - 1
+
+
+def verify_voucher_for_payee(genesis_hash: bytes, channel_id: bytes,
+                             channel: ChannelState | None, voucher: Voucher, last_k: int,
+                             last_cumulative: int, price: int, current_round: int,
+                             margin: int = 0) -> None:
+    """What a payee (or one of its points of sale) checks before accepting ``voucher`` as
+    the next payment (SPEC §16, wallet policy), in order: the channel exists
+    (``unknown-channel``); a close sent now could still be included:
+    ``current_round + margin <= expiry_height - 1`` (``channel-expired``); the payer's
+    signature (``bad-voucher-signature``); ``voucher.k == last_k + 1``
+    (``voucher-out-of-order``); ``voucher.cumulative >= last_cumulative + price``
+    (``voucher-underpaid``); ``cumulative <= deposit`` (``bad-voucher``).
+
+    ``last_k`` / ``last_cumulative`` are the last accepted state (0, 0 before the first
+    payment); ``price`` is in units. Raises ``ConsensusError``. A voucher whose ``k`` was
+    already accepted with another ``cumulative`` is an equivocation: see
+    ``is_equivocation`` and CHANNEL_CHEAT.
+    """
+    if channel is None:
+        raise ConsensusError("unknown-channel")
+    if current_round + margin > compute_channel_close_deadline(channel):
+        raise ConsensusError("channel-expired", f"closable until height "
+                             f"{compute_channel_close_deadline(channel)}")
+    if not verify_voucher_signature(channel.payer, genesis_hash, channel_id, voucher):
+        raise ConsensusError("bad-voucher-signature")
+    if voucher.k != last_k + 1:
+        raise ConsensusError("voucher-out-of-order", f"expected k {last_k + 1}, got {voucher.k}")
+    if voucher.cumulative < last_cumulative + price:
+        raise ConsensusError("voucher-underpaid", f"cumulative {voucher.cumulative} < "
+                             f"{last_cumulative} + {price}")
+    if voucher.cumulative > channel.deposit:
+        raise ConsensusError("bad-voucher", f"cumulative {voucher.cumulative} > deposit "
+                             f"{channel.deposit}")
+
+
 def compute_channel_penalty_guidance(interval_seconds: int | Fraction,
                                      seconds_per_payment: int | Fraction,
                                      max_price: int) -> int:

@@ -21,6 +21,7 @@ This module does not import ``consensus.tx`` or ``consensus.transition`` (they i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Iterator
 
 from consensus import keys
@@ -296,3 +297,40 @@ def process_mp_refunds(ctx: "TxContext", view: StateView) -> None:
         escrow = get_mp_escrow(view, mp_escrow_id)
         credit(view, escrow.owner, escrow.amount)
         delete_mp_escrow(view, mp_escrow_id)
+
+
+# ---- helpers for wallets (off-chain policy built on the consensus rules) ---------------------
+
+def compute_mp_claim_deadline(escrow: MpEscrowState) -> int:
+    """The last height whose block may carry an MP_CLAIM of ``escrow``: ``refund_height - 1``
+    (SPEC §15: including height ``< refund_height``)."""
+    return escrow.refund_height - 1
+
+
+def compute_mp_expected_value(amount: int, win_bits: int) -> Fraction:
+    """A ticket's expected value ``amount · 2^-win_bits`` in units, exact (SPEC §15)."""
+    return Fraction(amount, 1 << win_bits)
+
+
+def verify_mp_ticket_for_payee(genesis_hash: bytes, escrow: MpEscrowState | None,
+                               ticket: MpTicket, payee: bytes, commitment: bytes,
+                               current_round: int, margin: int = 0) -> None:
+    """What a payee checks before accepting ``ticket`` for the ``commitment`` it handed out
+    (SPEC §15, wallet policy): the escrow exists (``unknown-mp-escrow``); a claim sent now
+    could still be included: ``current_round + margin <= refund_height - 1``
+    (``mp-escrow-expired``); the ticket answers this commitment (``wrong-commitment``);
+    the owner's signature binds this payee (``bad-ticket-signature``).
+
+    ``current_round`` is the payee's best height + 1 (SPEC §0); ``margin`` is how many
+    blocks the payee allows for its MP_CLAIM to confirm. Raises ``ConsensusError``.
+    """
+    if escrow is None:
+        raise ConsensusError("unknown-mp-escrow")
+    if current_round + margin > compute_mp_claim_deadline(escrow):
+        raise ConsensusError("mp-escrow-expired", f"claimable until height "
+                             f"{compute_mp_claim_deadline(escrow)}")
+    if ticket.c != commitment:
+        raise ConsensusError("wrong-commitment")
+    if not verify_mp_ticket_signature(escrow.owner, genesis_hash, ticket.mp_escrow_id,
+                                      ticket.c, ticket.r2, payee, ticket.ticket_sig):
+        raise ConsensusError("bad-ticket-signature")

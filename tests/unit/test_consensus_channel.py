@@ -348,3 +348,43 @@ def test_invalid_penalty_guidance_inputs():
         compute_channel_penalty_guidance(10, 0, 5)
     with pytest.raises(ValueError):
         compute_channel_penalty_guidance(-1, 1, 5)
+
+
+# ---- payee-side helpers ----------------------------------------------------------------
+
+def _accept(chain, ch_id, voucher, last_k=0, last_cumulative=0, price=10, current_round=None,
+            margin=0):
+    from consensus.channel import verify_voucher_for_payee
+    verify_voucher_for_payee(chain.genesis_hash, ch_id, get_channel(chain.state, ch_id),
+                             voucher, last_k, last_cumulative, price,
+                             chain.height + 1 if current_round is None else current_round,
+                             margin)
+
+
+def test_payee_accepts_the_next_voucher(chain):
+    from consensus.channel import compute_channel_close_deadline
+    ch_id = _open(chain, expiry_in=5)
+    deadline = compute_channel_close_deadline(get_channel(chain.state, ch_id))
+    assert deadline == get_channel(chain.state, ch_id).expiry_height - 1
+    _accept(chain, ch_id, _voucher(chain, ch_id, 1, 10))
+    _accept(chain, ch_id, _voucher(chain, ch_id, 4, 75), last_k=3, last_cumulative=60,
+            price=15, current_round=deadline)
+
+
+def test_invalid_payee_voucher_checks_name_each_reason(chain):
+    ch_id = _open(chain, expiry_in=5)
+    deadline = get_channel(chain.state, ch_id).expiry_height - 1
+    v = _voucher(chain, ch_id, 2, 30)
+    assert_rejects("unknown-channel", _accept, chain, b"\x02" * 32, v)
+    assert_rejects("channel-expired", _accept, chain, ch_id, v, last_k=1,
+                   current_round=deadline + 1)
+    assert_rejects("channel-expired", _accept, chain, ch_id, v, last_k=1,
+                   current_round=deadline, margin=1)
+    assert_rejects("bad-voucher-signature", _accept, chain, ch_id, Voucher(2, 31, v.sig),
+                   last_k=1)
+    assert_rejects("voucher-out-of-order", _accept, chain, ch_id, v, last_k=2)
+    assert_rejects("voucher-out-of-order", _accept, chain, ch_id, v, last_k=0)
+    assert_rejects("voucher-underpaid", _accept, chain, ch_id, v, last_k=1,
+                   last_cumulative=25, price=10)
+    assert_rejects("bad-voucher", _accept, chain, ch_id,
+                   _voucher(chain, ch_id, 2, DEPOSIT + 1), last_k=1)

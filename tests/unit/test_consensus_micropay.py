@@ -285,3 +285,39 @@ def test_mp_state_decode_rejects_bad_shapes():
     assert MpEscrowState.from_rpc(good.to_json()) == good
     assert_rejects("bad-encoding", MpEscrowState.decode, packb([ALICE, 5, 1]))
     assert_rejects("bad-encoding", MpEscrowState.decode, good.encode() + b"\x00")
+
+
+# ---- payee-side helpers ----------------------------------------------------------------
+
+def _payee_check(chain, mp_id, ticket, commitment, current_round, margin=0, payee=BOB):
+    from consensus.micropay import verify_mp_ticket_for_payee
+    verify_mp_ticket_for_payee(chain.genesis_hash, get_mp_escrow(chain.state, mp_id), ticket,
+                               payee, commitment, current_round, margin)
+
+
+def test_payee_accepts_a_ticket_it_can_still_claim(chain):
+    from consensus.micropay import compute_mp_claim_deadline, compute_mp_expected_value
+    mp_id = _create(chain, amount=1_000, win_bits=3, refund_in=5)
+    escrow = get_mp_escrow(chain.state, mp_id)
+    c = compute_mp_commitment(R1)
+    ticket = sign_mp_ticket(ALICE_SEED, chain.genesis_hash, mp_id, c, LOSING_R2, BOB)
+    deadline = compute_mp_claim_deadline(escrow)
+    assert deadline == escrow.refund_height - 1
+    _payee_check(chain, mp_id, ticket, c, deadline)
+    _payee_check(chain, mp_id, ticket, c, deadline - 2, margin=2)
+    assert compute_mp_expected_value(1_000, 3) == 125
+
+
+def test_invalid_payee_checks_name_each_reason(chain):
+    mp_id = _create(chain, refund_in=5)
+    deadline = get_mp_escrow(chain.state, mp_id).refund_height - 1
+    c = compute_mp_commitment(R1)
+    ticket = sign_mp_ticket(ALICE_SEED, chain.genesis_hash, mp_id, c, R1, BOB)
+    assert_rejects("unknown-mp-escrow", _payee_check, chain, b"\x01" * 32, ticket, c, 3)
+    assert_rejects("mp-escrow-expired", _payee_check, chain, mp_id, ticket, c, deadline + 1)
+    assert_rejects("mp-escrow-expired", _payee_check, chain, mp_id, ticket, c, deadline,
+                   margin=1)
+    assert_rejects("wrong-commitment", _payee_check, chain, mp_id, ticket,
+                   compute_mp_commitment(bytes(16)), 3)
+    assert_rejects("bad-ticket-signature", _payee_check, chain, mp_id, ticket, c, 3,
+                   payee=CAROL)
