@@ -41,7 +41,7 @@ class Tx:
     version: int   # always 1
     kind: int      # COINBASE .. CHANNEL_CHEAT
     sender: bytes  # 32-byte public key (all zero for COINBASE)
-    nonce: int     # sender's account nonce; block height for COINBASE; 0 for REDEEM/CHEAT_PROOF
+    nonce: int     # account nonce for NONCE_KINDS; block height for COINBASE; 0 for the others
     fee: int       # units paid to the block's miner
     body: Any      # kind-specific array (kinds 0-4) or typed body (kinds 5-9), SPEC §2 table
     sig: bytes     # 64-byte Ed25519 signature (all zero for COINBASE)
