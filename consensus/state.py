@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 from consensus.encoding import expect_int, expect_list, packb, unpackb_canonical
-from consensus.errors import ConsensusError
 from consensus.escrow import EscrowState
 from consensus.hashing import tagged_hash
+from consensus.errors import ConsensusError  # for debit_account (SPEC §15-§16 section)
 
 _ACCOUNT, _ESCROW, _REDEEMED, _REFUND, _VDF = b"a", b"e", b"r", b"f", b"v"
 _BURNED, _ISSUED = b"burned", b"issued"
