@@ -20,6 +20,7 @@ from consensus.encoding import expect_bytes, expect_int, expect_list, packb, unp
 from consensus.errors import DecodeError
 from consensus.escrow import EscrowState
 from consensus.hashing import tagged_hash
+from consensus.errors import ConsensusError  # for debit_account (SPEC §15-§16 section)
 
 _ACCOUNT, _ESCROW, _REDEEMED, _REFUND, _VDF = b"a", b"e", b"r", b"f", b"v"
 _BURNED, _ISSUED = b"burned", b"issued"
@@ -289,7 +290,27 @@ def compute_state_hash(view: StateView) -> bytes:
 
 
 def compute_money_total(view: StateView) -> int:
-    """``sum(accounts) + sum(escrow + penalty balances) + burned`` — equals ``get_issued``."""
+    """``sum(accounts) + sum(escrow + penalty balances) + sum(MP escrow amounts) +
+    sum(channel deposit + penalty) + burned`` — equals ``get_issued`` (SPEC §10 invariant)."""
+    # The scheme modules import this one, so their iterators are imported here.
+    from consensus.channel import iter_channels
+    from consensus.micropay import iter_mp_escrows
     total = sum(acct.balance for _, acct in iter_accounts(view))
     total += sum(e.escrow_balance + e.penalty_balance for _, e in iter_escrows(view))
+    total += sum(e.amount for _, e in iter_mp_escrows(view))
+    total += sum(c.deposit + c.penalty for _, c in iter_channels(view))
     return total + get_burned(view)
+
+
+# ---- shared by the comparison schemes (SPEC §15, §16) ----------------------------------
+
+def debit_account(view: StateView, address: bytes, amount: int, *,
+                  bump_nonce: bool = False) -> None:
+    """Take ``amount`` units from ``address`` (``insufficient-funds``), optionally
+    nonce += 1 — the same rule as ``consensus.transition.debit``, here so that the scheme
+    modules (which ``transition`` imports) can use it."""
+    acct = get_account(view, address)
+    if amount > acct.balance:
+        raise ConsensusError("insufficient-funds",
+                             f"needs {amount} units, balance {acct.balance}")
+    put_account(view, address, Account(acct.balance - amount, acct.nonce + int(bump_nonce)))

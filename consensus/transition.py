@@ -10,18 +10,22 @@ from dataclasses import dataclass
 
 from consensus import keys
 from consensus.block import Block, HeaderContext, compute_tx_root, verify_header
+from consensus.channel import (process_channel_cheat, process_channel_close,
+                               process_channel_expiries, process_channel_open)
 from consensus.errors import ConsensusError
 from consensus.escrow import (EscrowState, compute_escrow_id, compute_group_of_seqno,
                               compute_start, compute_t_draw, compute_t_expire,
                               compute_t_refund, verify_escrow_params)
 from consensus.lottery import winner_set
+from consensus.micropay import process_mp_claim, process_mp_escrow, process_mp_refunds
 from consensus.params import ChainParams
 from consensus.state import (Account, Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, delete_escrow, get_account,
                              get_block_vdf, get_escrow, get_redeemed_indices, get_refunds_at,
                              put_account, put_block_vdf, put_escrow, put_redeemed)
 from consensus.ticket import Ticket, verify_ticket_signature
-from consensus.tx import (CHEAT_PROOF, COINBASE, ESCROW_CREATE, NONCE_KINDS, REDEEM, TRANSFER, Tx,
+from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
+                          ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
                           ZERO_SENDER, ZERO_SIG)
 from consensus.vdf import verify_vdf
 
@@ -203,7 +207,10 @@ def process_cheat_proof(ctx: TxContext, view: StateView, tx: Tx) -> None:
 
 
 _PROCESS = {TRANSFER: process_transfer, ESCROW_CREATE: process_escrow_create,
-            REDEEM: process_redeem, CHEAT_PROOF: process_cheat_proof}
+            REDEEM: process_redeem, CHEAT_PROOF: process_cheat_proof,
+            MP_ESCROW: process_mp_escrow, MP_CLAIM: process_mp_claim,           # SPEC §15
+            CHANNEL_OPEN: process_channel_open, CHANNEL_CLOSE: process_channel_close,
+            CHANNEL_CHEAT: process_channel_cheat}                              # SPEC §16
 
 
 def apply_tx(ctx: TxContext, view: StateView, tx: Tx) -> None:
@@ -277,6 +284,8 @@ def apply_block(params: ChainParams, view: StateView, block: Block, block_hash: 
     for tx in block.txs[1:]:
         apply_tx(ctx, view, tx)
     process_refunds(ctx, view)
+    process_mp_refunds(ctx, view)        # SPEC §15, after §9
+    process_channel_expiries(ctx, view)  # SPEC §16, after §9 and §15
 
 
 def connect_block(params: ChainParams, view: Overlay, block: Block, header_ctx: HeaderContext,

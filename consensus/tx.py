@@ -2,7 +2,9 @@
 
 ``tx = [version, kind, sender, nonce, fee, body, sig]``. The body is kept in its decoded,
 typed-checked msgpack form (lists of ints and bytes); REDEEM and CHEAT_PROOF tickets are
-kept as 107-byte strings and decoded on demand.
+kept as 107-byte strings and decoded on demand. The comparison kinds of SPEC §15–§16
+(MP_ESCROW .. CHANNEL_CHEAT) carry a typed body: a frozen dataclass from
+``consensus.micropay`` / ``consensus.channel`` with ``to_obj()`` / ``from_obj()``.
 """
 
 from dataclasses import dataclass
@@ -13,14 +15,20 @@ from consensus.encoding import (expect_bytes, expect_int, expect_list, packb,
                                 unpackb_canonical)
 from consensus.errors import ConsensusError, DecodeError
 from consensus.hashing import tagged_hash
+from consensus.channel import ChannelCheatBody, ChannelCloseBody, ChannelOpenBody, Voucher
+from consensus.micropay import MpClaimBody, MpEscrowBody
 from consensus.ticket import TICKET_SIZE, Ticket
 
 TX_VERSION = 1
 COINBASE, TRANSFER, ESCROW_CREATE, REDEEM, CHEAT_PROOF = 0, 1, 2, 3, 4
+MP_ESCROW, MP_CLAIM = 5, 6                                 # SPEC §15
+CHANNEL_OPEN, CHANNEL_CLOSE, CHANNEL_CHEAT = 7, 8, 9       # SPEC §16
 KIND_NAMES = {COINBASE: "COINBASE", TRANSFER: "TRANSFER", ESCROW_CREATE: "ESCROW_CREATE",
-              REDEEM: "REDEEM", CHEAT_PROOF: "CHEAT_PROOF"}
+              REDEEM: "REDEEM", CHEAT_PROOF: "CHEAT_PROOF", MP_ESCROW: "MP_ESCROW",
+              MP_CLAIM: "MP_CLAIM", CHANNEL_OPEN: "CHANNEL_OPEN",
+              CHANNEL_CLOSE: "CHANNEL_CLOSE", CHANNEL_CHEAT: "CHANNEL_CHEAT"}
 # Kinds that carry the sender's account nonce (SPEC §2 rule 4); the others carry nonce 0.
-NONCE_KINDS = frozenset({TRANSFER, ESCROW_CREATE})
+NONCE_KINDS = frozenset({TRANSFER, ESCROW_CREATE, MP_ESCROW, CHANNEL_OPEN})
 MAX_REDEEM_TICKETS = 256
 ZERO_SENDER = bytes(32)
 ZERO_SIG = bytes(64)
@@ -31,16 +39,17 @@ class Tx:
     """A transaction of any kind (SPEC §2)."""
 
     version: int   # always 1
-    kind: int      # COINBASE .. CHEAT_PROOF
+    kind: int      # COINBASE .. CHANNEL_CHEAT
     sender: bytes  # 32-byte public key (all zero for COINBASE)
-    nonce: int     # sender's account nonce; block height for COINBASE; 0 for REDEEM/CHEAT_PROOF
+    nonce: int     # account nonce for NONCE_KINDS; block height for COINBASE; 0 for the others
     fee: int       # units paid to the block's miner
-    body: Any      # kind-specific array, see SPEC §2 table
+    body: Any      # kind-specific array (kinds 0-4) or typed body (kinds 5-9), SPEC §2 table
     sig: bytes     # 64-byte Ed25519 signature (all zero for COINBASE)
 
     def to_obj(self) -> list:
         """The msgpack array of this transaction."""
-        return [self.version, self.kind, self.sender, self.nonce, self.fee, self.body, self.sig]
+        return [self.version, self.kind, self.sender, self.nonce, self.fee,
+                _body_obj(self.body), self.sig]
 
     def encode(self) -> bytes:
         """Canonical bytes."""
@@ -70,7 +79,10 @@ class Tx:
             raise ConsensusError("bad-version", f"tx version {version}")
         if kind not in KIND_NAMES:
             raise ConsensusError("bad-kind", f"tx kind {kind}")
-        _BODY_CHECKS[kind](body)
+        if kind in _BODY_TYPES:
+            body = _BODY_TYPES[kind].from_obj(body)
+        else:
+            _BODY_CHECKS[kind](body)
         return cls(version, kind, sender, nonce, fee, body, sig)
 
     def txid(self) -> bytes:
@@ -79,7 +91,8 @@ class Tx:
 
     def signing_message(self, genesis_hash: bytes) -> bytes:
         """``H(b"tx", genesis_hash || packb([version, kind, sender, nonce, fee, body]))``."""
-        unsigned = packb([self.version, self.kind, self.sender, self.nonce, self.fee, self.body])
+        unsigned = packb([self.version, self.kind, self.sender, self.nonce, self.fee,
+                          _body_obj(self.body)])
         return tagged_hash(b"tx", genesis_hash + unsigned)
 
     def tickets(self) -> list[Ticket]:
@@ -135,6 +148,14 @@ def _check_cheat_body(body: Any) -> None:
 _BODY_CHECKS = {COINBASE: _check_coinbase_body, TRANSFER: _check_transfer_body,
                 ESCROW_CREATE: _check_escrow_body, REDEEM: _check_redeem_body,
                 CHEAT_PROOF: _check_cheat_body}
+# Typed bodies: ``from_obj`` checks the shape (bad-encoding) and builds the dataclass.
+_BODY_TYPES = {MP_ESCROW: MpEscrowBody, MP_CLAIM: MpClaimBody, CHANNEL_OPEN: ChannelOpenBody,
+               CHANNEL_CLOSE: ChannelCloseBody, CHANNEL_CHEAT: ChannelCheatBody}
+
+
+def _body_obj(body: Any) -> Any:
+    """The msgpack form of a body: typed bodies by their ``to_obj()``, others as they are."""
+    return body.to_obj() if hasattr(body, "to_obj") else body
 
 
 def _signed(seed: bytes, genesis_hash: bytes, kind: int, nonce: int, fee: int, body: Any) -> Tx:
@@ -174,3 +195,40 @@ def make_cheat_proof(seed: bytes, genesis_hash: bytes, fee: int, ticket_a: Ticke
     """A signed CHEAT_PROOF: a duplicate pair, or one out-of-range ticket (SPEC §8)."""
     body = [ticket_a.encode(), ticket_b.encode() if ticket_b is not None else None]
     return _signed(seed, genesis_hash, CHEAT_PROOF, 0, fee, body)
+
+
+# ---- the comparison schemes (SPEC §15, §16) -------------------------------------------
+
+def make_mp_escrow(seed: bytes, genesis_hash: bytes, nonce: int, fee: int, amount: int,
+                   win_bits: int, refund_height: int) -> Tx:
+    """A signed MP_ESCROW locking ``amount`` units until ``refund_height`` (SPEC §15)."""
+    return _signed(seed, genesis_hash, MP_ESCROW, nonce, fee,
+                   MpEscrowBody(amount, win_bits, refund_height))
+
+
+def make_mp_claim(seed: bytes, genesis_hash: bytes, fee: int, mp_escrow_id: bytes, r1: bytes,
+                  r2: bytes, ticket_sig: bytes) -> Tx:
+    """A signed MP_CLAIM of a winning MICROPAY ticket by its payee, nonce 0 (SPEC §15)."""
+    return _signed(seed, genesis_hash, MP_CLAIM, 0, fee,
+                   MpClaimBody(mp_escrow_id, r1, r2, ticket_sig))
+
+
+def make_channel_open(seed: bytes, genesis_hash: bytes, nonce: int, fee: int, payee: bytes,
+                      deposit: int, penalty: int, expiry_height: int) -> Tx:
+    """A signed CHANNEL_OPEN from the payer (SPEC §16); amounts in units."""
+    return _signed(seed, genesis_hash, CHANNEL_OPEN, nonce, fee,
+                   ChannelOpenBody(payee, deposit, penalty, expiry_height))
+
+
+def make_channel_close(seed: bytes, genesis_hash: bytes, fee: int, channel_id: bytes,
+                       voucher: Voucher) -> Tx:
+    """A signed CHANNEL_CLOSE by the payee with its best voucher, nonce 0 (SPEC §16)."""
+    return _signed(seed, genesis_hash, CHANNEL_CLOSE, 0, fee,
+                   ChannelCloseBody(channel_id, voucher))
+
+
+def make_channel_cheat(seed: bytes, genesis_hash: bytes, fee: int, channel_id: bytes,
+                       voucher_a: Voucher, voucher_b: Voucher) -> Tx:
+    """A signed CHANNEL_CHEAT: two vouchers with the same k, nonce 0 (SPEC §16)."""
+    return _signed(seed, genesis_hash, CHANNEL_CHEAT, 0, fee,
+                   ChannelCheatBody(channel_id, voucher_a, voucher_b))

@@ -8,9 +8,11 @@ bech32m. Consensus rejects surface as ``ConsensusError`` (the RPC layer puts the
 from typing import TYPE_CHECKING, Callable
 
 from consensus.address import decode_address, encode_address
+from consensus.channel import get_channel
 from consensus.errors import ConsensusError
 from consensus.escrow import compute_t_draw
 from consensus.lottery import compute_winners
+from consensus.micropay import get_mp_escrow
 from consensus.state import (compute_state_hash, get_account, get_burned, get_escrow,
                              get_issued, iter_redeemed)
 from consensus.transition import get_draw_value
@@ -164,6 +166,20 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         return {"height": chain.height, "best_hash": chain.tip.hash.hex(),
                 "state_hash": compute_state_hash(store.state).hex()}
 
+    def getmpescrow(mp_escrow_id: str) -> dict | None:
+        """SPEC §12: MP escrow state of §15 (owner as bech32m), or null once claimed or
+        refunded."""
+        escrow = get_mp_escrow(store.state, parse_hash(mp_escrow_id, "mp_escrow_id"))
+        return (None if escrow is None
+                else {"mp_escrow_id": mp_escrow_id.lower(), **escrow.to_json()})
+
+    def getchannel(channel_id: str) -> dict | None:
+        """SPEC §12: channel state of §16 (payer, payee as bech32m), or null once closed,
+        proven cheated or expired."""
+        channel = get_channel(store.state, parse_hash(channel_id, "channel_id"))
+        return (None if channel is None
+                else {"channel_id": channel_id.lower(), **channel.to_json()})
+
     def stop() -> bool:
         """SPEC §12: answer true, then shut down cleanly."""
         node.request_stop()
@@ -172,4 +188,4 @@ def make_methods(node: "Node") -> dict[str, Callable]:
     return {f.__name__: f for f in (getinfo, getblockhash, getblock, getaccount, getescrow,
                                     getdraw, getredeemed, sendrawtransaction, gettransaction,
                                     getrawmempool, getpeerinfo, addnode, generate,
-                                    getstatehash, stop)}
+                                    getstatehash, stop, getmpescrow, getchannel)}

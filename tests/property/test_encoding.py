@@ -6,11 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consensus.block import Block, Header
+from consensus.channel import (ChannelCheatBody, ChannelCloseBody, ChannelOpenBody,
+                               ChannelState, Voucher)
 from consensus.encoding import packb
 from consensus.errors import ConsensusError
 from consensus.escrow import EscrowState
+from consensus.micropay import MpClaimBody, MpEscrowBody, MpEscrowState, MpTicket
 from consensus.ticket import Ticket
-from consensus.tx import CHEAT_PROOF, COINBASE, ESCROW_CREATE, REDEEM, TRANSFER, Tx
+from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
+                          ESCROW_CREATE, MP_CLAIM, MP_ESCROW, REDEEM, TRANSFER, Tx)
 from tests.consensus_helpers import assert_rejects, widenable_count, widened
 
 SETTINGS = settings(max_examples=50, deadline=None)
@@ -19,6 +23,8 @@ u63 = st.one_of(st.integers(0, 300), st.integers(0, 2**63 - 1))
 u64 = st.one_of(st.integers(0, 300), st.integers(0, 2**64 - 1))
 h32 = st.binary(min_size=32, max_size=32)
 sig64 = st.binary(min_size=64, max_size=64)
+r16 = st.binary(min_size=16, max_size=16)
+vouchers = st.builds(Voucher, k=u63, cumulative=u63, sig=sig64)
 
 tickets = st.builds(Ticket, version=st.just(1), merchant_index=st.integers(0, 2**16 - 1),
                     escrow_id=h32, seqno=u64, sig=sig64)
@@ -30,6 +36,13 @@ bodies = {
     ESCROW_CREATE: st.tuples(*[u63] * 7, st.lists(h32, max_size=4)).map(list),
     REDEEM: st.lists(raw_tickets, min_size=1, max_size=4),
     CHEAT_PROOF: st.tuples(raw_tickets, st.one_of(st.none(), raw_tickets)).map(list),
+    MP_ESCROW: st.builds(MpEscrowBody, amount=u63, win_bits=u63, refund_height=u63),
+    MP_CLAIM: st.builds(MpClaimBody, mp_escrow_id=h32, r1=r16, r2=r16, ticket_sig=sig64),
+    CHANNEL_OPEN: st.builds(ChannelOpenBody, payee=h32, deposit=u63, penalty=u63,
+                            expiry_height=u63),
+    CHANNEL_CLOSE: st.builds(ChannelCloseBody, channel_id=h32, voucher=vouchers),
+    CHANNEL_CHEAT: st.builds(ChannelCheatBody, channel_id=h32, voucher_a=vouchers,
+                             voucher_b=vouchers),
 }
 
 
@@ -49,8 +62,18 @@ escrow_states = st.builds(
     merchants=st.lists(h32, max_size=4).map(tuple), created_height=u63, start=u63,
     t_refund=u63, broken=st.booleans())
 
+mp_escrow_states = st.builds(MpEscrowState, owner=h32, amount=u63, win_bits=u63,
+                             refund_height=u63)
+channel_states = st.builds(ChannelState, payer=h32, payee=h32, deposit=u63, penalty=u63,
+                           expiry_height=u63)
+mp_tickets = st.builds(MpTicket, mp_escrow_id=h32, c=h32, r2=r16, ticket_sig=sig64)
+
 OBJECTS = st.one_of(
     txs().map(lambda o: (o, Tx.decode)),
+    mp_escrow_states.map(lambda o: (o, MpEscrowState.decode)),
+    channel_states.map(lambda o: (o, ChannelState.decode)),
+    mp_tickets.map(lambda o: (o, MpTicket.decode)),
+    vouchers.map(lambda o: (o, Voucher.decode)),
     headers.map(lambda o: (o, Header.decode)),
     blocks.map(lambda o: (o, Block.decode)),
     escrow_states.map(lambda o: (o, EscrowState.decode)),
@@ -122,7 +145,8 @@ def test_mutation_is_rejected_or_canonical(pair, data):
 @SETTINGS
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_consensus_errors(raw):
-    for decode in (Tx.decode, Header.decode, Block.decode, EscrowState.decode, Ticket.decode):
+    for decode in (Tx.decode, Header.decode, Block.decode, EscrowState.decode, Ticket.decode,
+                   MpEscrowState.decode, ChannelState.decode, MpTicket.decode, Voucher.decode):
         try:
             obj = decode(raw)
         except ConsensusError:
@@ -140,3 +164,19 @@ def test_ticket_decode_rejects_bad_version_or_size(ticket, version, raw):
         assert_rejects("bad-encoding", Ticket.decode, body)
     if len(raw) != 107:
         assert_rejects("bad-encoding", Ticket.decode, raw)
+
+
+COMPARISON_TXS = st.sampled_from([MP_ESCROW, MP_CLAIM, CHANNEL_OPEN, CHANNEL_CLOSE,
+                                  CHANNEL_CHEAT]).flatmap(lambda kind: txs(kind))
+
+
+@SETTINGS
+@given(COMPARISON_TXS, st.data())
+def test_comparison_kinds_round_trip_and_reject_wider_forms(tx, data):
+    """SPEC §15–§16 bodies: typed on decode, canonical bytes only (SPEC §0)."""
+    raw = tx.encode()
+    again = Tx.decode(raw)
+    assert again == tx and type(again.body) is type(tx.body)
+    tree = tx.to_obj()
+    index = data.draw(st.integers(0, widenable_count(tree) - 1))
+    assert_rejects("bad-encoding", Tx.decode, widened(tree, index))

@@ -8,7 +8,9 @@
 
 A scenario is a regtest chain of 14–30 blocks whose transactions are drawn at random from
 transfers, escrow creations, redeems of real winners (found with ``compute_draw``),
-duplicate redeems, cheat proofs and, as blocks pass ``t_refund``, refunds. Each drawn
+duplicate redeems, cheat proofs and, as blocks pass ``t_refund``, refunds — and the
+comparison schemes: MP escrows, MP claims (winners and losers), MP refunds, channel opens,
+closes, equivocation proofs and expiries (SPEC §15–§16). Each drawn
 transaction is kept only if it is valid against the block's pending state, so every block
 connects.
 """
@@ -18,17 +20,20 @@ from dataclasses import dataclass, field
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from consensus.channel import iter_channels, sign_voucher
 from consensus.errors import ConsensusError
 from consensus.escrow import (compute_escrow_amount, compute_min_penalty, compute_t_draw,
                               compute_t_expire)
 from consensus.hashing import ZERO_HASH
+from consensus.micropay import compute_mp_commitment, iter_mp_escrows, sign_mp_ticket
 from consensus.state import (Overlay, compute_money_total, decode_undo, encode_undo,
                              get_account, get_burned, get_issued, get_redeemed_indices,
                              iter_escrows,
                              put_block_vdf)
 from consensus.transition import TxContext, apply_tx, compute_draw
-from consensus.tx import (Tx, make_cheat_proof, make_coinbase, make_escrow_create,
-                          make_redeem, make_transfer)
+from consensus.tx import (Tx, make_channel_cheat, make_channel_close, make_channel_open,
+                          make_cheat_proof, make_coinbase, make_escrow_create, make_mp_claim,
+                          make_mp_escrow, make_redeem, make_transfer)
 from consensus.vdf import compute_vdf
 from tests.consensus_helpers import (ALICE, BOB, CAROL, DAVE, MINER, SEEDS, Chain,
                                      regtest_params)
@@ -161,6 +166,73 @@ class _Builder:
         self.offer(make_cheat_proof(SEEDS[sender], self.chain.genesis_hash,
                                     self.draw(st.integers(0, 2)), a, b), "cheat")
 
+    # ---- MICROPAY escrows (SPEC §15) ---------------------------------------------------
+
+    def mp_escrow(self) -> None:
+        owner = self.draw(st.sampled_from([ALICE, BOB, CAROL]))
+        amount = self.draw(st.sampled_from([1, 7, 1_000, self.balance(owner) + 1]))
+        win_bits = self.draw(st.sampled_from([1, 2, 32, 0, 33]))
+        refund_height = self.height + self.draw(st.integers(0, 12))
+        self.offer(make_mp_escrow(SEEDS[owner], self.chain.genesis_hash, self.nonce(owner),
+                                  self.draw(st.integers(0, 3)), amount, win_bits,
+                                  refund_height), "mp escrow")
+
+    def mp_claim(self) -> None:
+        live = list(iter_mp_escrows(self.view))
+        if not live:
+            return
+        eid, e = self.draw(st.sampled_from(live))
+        payee = self.draw(st.sampled_from(ACTORS + [e.owner]))
+        r1 = self.draw(st.binary(min_size=16, max_size=16))
+        r2 = self.draw(st.one_of(st.just(r1), st.binary(min_size=16, max_size=16)))
+        ticket = sign_mp_ticket(SEEDS[e.owner], self.chain.genesis_hash, eid,
+                                compute_mp_commitment(r1), r2, payee)
+        fee = self.draw(st.integers(0, e.amount + 1))
+        self.offer(make_mp_claim(SEEDS[payee], self.chain.genesis_hash, fee, eid, r1, r2,
+                                 ticket.ticket_sig), "mp claim")
+
+    # ---- payment channels (SPEC §16) ------------------------------------------------
+
+    def channel_open(self) -> None:
+        payer = self.draw(st.sampled_from([ALICE, BOB, CAROL]))
+        payee = self.draw(st.sampled_from(ACTORS))
+        deposit = self.draw(st.sampled_from([1, 50, 10_000, 0]))
+        penalty = self.draw(st.sampled_from([0, 0, 3, 500]))
+        expiry = self.height + self.draw(st.integers(1, 12))
+        self.offer(make_channel_open(SEEDS[payer], self.chain.genesis_hash, self.nonce(payer),
+                                     self.draw(st.integers(0, 3)), payee, deposit, penalty,
+                                     expiry), "channel open")
+
+    def _pick_channel(self):
+        live = list(iter_channels(self.view))
+        return self.draw(st.sampled_from(live)) if live else None
+
+    def channel_close(self) -> None:
+        picked = self._pick_channel()
+        if picked is None:
+            return
+        cid, c = picked
+        k = self.draw(st.integers(0, 3))
+        cumulative = self.draw(st.integers(0, c.deposit + 1))
+        voucher = sign_voucher(SEEDS[c.payer], self.chain.genesis_hash, cid, k, cumulative)
+        sender = self.draw(st.sampled_from([c.payee, c.payee, c.payer]))
+        fee = self.draw(st.integers(0, 3))
+        self.offer(make_channel_close(SEEDS[sender], self.chain.genesis_hash, fee, cid,
+                                      voucher), "channel close")
+
+    def channel_cheat(self) -> None:
+        picked = self._pick_channel()
+        if picked is None:
+            return
+        cid, c = picked
+        k = self.draw(st.integers(1, 3))
+        a, b = self.draw(st.lists(st.integers(0, c.deposit), min_size=2, max_size=2))
+        va = sign_voucher(SEEDS[c.payer], self.chain.genesis_hash, cid, k, a)
+        vb = sign_voucher(SEEDS[c.payer], self.chain.genesis_hash, cid, k, b)
+        fee = self.draw(st.integers(0, 3))
+        self.offer(make_channel_cheat(SEEDS[c.payee], self.chain.genesis_hash, fee, cid, va,
+                                      vb), "channel cheat")
+
     def coinbase(self) -> Tx:
         total = self.chain.params.block_reward + sum(t.fee for t in self.txs)
         total -= self.draw(st.sampled_from([0, 0, 1, total]))  # sometimes leave fees unclaimed
@@ -172,7 +244,9 @@ class _Builder:
         return make_coinbase(self.height, list(zip(payees, split)))
 
 
-ACTIONS = ["transfer", "escrow", "redeem", "redeem", "redeem", "cheat"]
+ACTIONS = ["transfer", "escrow", "redeem", "redeem", "redeem", "cheat",
+           "mp_escrow", "mp_claim", "mp_claim", "channel_open", "channel_close",
+           "channel_cheat"]
 
 
 def build_scenario(data, check_each_block=None) -> Scenario:
@@ -184,14 +258,24 @@ def build_scenario(data, check_each_block=None) -> Scenario:
         builder = _Builder(chain, data)
         if chain.height < 3:
             builder.escrow()
+            builder.mp_escrow()
+            builder.channel_open()
         for action in data.draw(st.lists(st.sampled_from(ACTIONS), max_size=4)):
             getattr(builder, action)()
         before = dict(chain.state.items)
         escrows_before = {eid for eid, _ in iter_escrows(chain.state)}
+        mp_due = {eid for eid, e in iter_mp_escrows(chain.state)
+                  if e.refund_height == builder.height}
+        ch_due = {cid for cid, c in iter_channels(chain.state)
+                  if c.expiry_height == builder.height}
         chain.mine(builder.txs, coinbase=builder.coinbase())
         scenario.kinds.update(builder.labels)
         if escrows_before - {eid for eid, _ in iter_escrows(chain.state)}:
             scenario.kinds.add("refund")
+        if mp_due:
+            scenario.kinds.add("mp refund")
+        if ch_due:
+            scenario.kinds.add("channel expiry")
         if check_each_block is not None:
             check_each_block(chain, chain.undos[-1], before)
         scenario.snapshots.append(dict(chain.state.items))

@@ -344,20 +344,20 @@ def test_invalid_bad_version_tx_inside_block(block):
     assert_rejects("bad-version", Block.decode, packb(obj))
 
 
-@pytest.mark.parametrize("kind", [5, 6, 127, 2**32])
+@pytest.mark.parametrize("kind", [10, 11, 127, 2**32])
 def test_invalid_bad_kind(kind):
     assert_rejects("bad-kind", _decode_tx_obj, _tx_obj(kind=kind))
 
 
 def test_invalid_bad_kind_inside_block(block):
     obj = block.to_obj()
-    obj[1][1][1] = 9
+    obj[1][1][1] = 10
     assert_rejects("bad-kind", Block.decode, packb(obj))
 
 
 def test_invalid_bad_version_checked_before_kind():
     # SPEC §2 rule 1 order: bad-encoding, then bad-version, then bad-kind
-    assert_rejects("bad-version", _decode_tx_obj, _tx_obj(version=2, kind=9))
+    assert_rejects("bad-version", _decode_tx_obj, _tx_obj(version=2, kind=10))
     assert_rejects("bad-encoding", _decode_tx_obj, _tx_obj(version=2, sender=bytes(3)))
 
 
