@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+import plyvel
 import trio
 
 from consensus.address import decode_address
 from consensus.params import PROFILES, get_params
 from node.genesis import GenesisError, load_genesis
-from node.store import StoreError, StoreWriteError
+from node.store import StoreError, _first_line
 
 log = logging.getLogger("node")
 _logging_ready = False
@@ -181,6 +182,9 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
                     mine_address=mine_address)
     except StoreError as exc:
         _cannot_start(str(exc))
+    except plyvel.Error as exc:  # a damaged table found while loading the block index
+        _cannot_start(f"the store {datadir / 'chain'} is damaged ({_first_line(exc)}); "
+                      "restart the node with --reindex to rebuild it")
     except Exception as exc:  # e.g. foreign genesis
         _cannot_start(_describe(exc))
     ports_file = datadir / "ports.json"  # written once both servers listen
