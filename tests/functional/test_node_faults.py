@@ -292,3 +292,28 @@ def test_invalid_damaged_table_refused_then_reindex_resyncs(nodes_factory):
     assert "repairing the LevelDB files" in _last_run_output(node)
     wait_until(lambda: node.getinfo()["best_hash"] == tip, 60, description="re-sync after reindex")
     assert node.rpc.call("getstatehash") == expected
+
+
+def test_sigkill_during_reindex_then_reindex_again(nodes_factory):
+    """A reindex killed half-way leaves the store marked: a plain start refuses it (or,
+    if the replay had finished, starts normally); --reindex again restores the state."""
+    (node,) = nodes_factory.start_nodes(1)
+    node.generate(150)
+    expected = node.rpc.call("getstatehash")
+    assert node.stop() == 0
+    node.extra_args = ["--reindex"]
+    node.start(wait=False)
+    wait_until(lambda: "reindex: replaying" in node.log_path.read_text(), 60,
+               description="reindex under way")
+    node.kill()
+    node.extra_args = []
+    node.start(wait=False)
+    try:
+        node.wait_for_rpc()
+    except Exception:  # noqa: BLE001 - refused: it must say why and what to do
+        output = _last_run_output(node)
+        assert node.wait_for_exit(30) == 1, output
+        assert "an earlier --reindex was interrupted" in output, output
+        node.extra_args = ["--reindex"]
+        node.start()
+    assert node.rpc.call("getstatehash") == expected
