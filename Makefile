@@ -28,7 +28,7 @@ fuzz: $(STAMP)
 
 # 100 SIGKILL/restart iterations of the feature_dbcrash-style test.
 stress: $(STAMP)
-	DBCRASH_ITERATIONS=100 $(BIN)/python -m pytest -q --timeout 3600 tests/functional/test_dbcrash.py
+	DBCRASH_ITERATIONS=100 $(BIN)/python -m pytest -q -s --timeout 3600 tests/functional/test_dbcrash.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

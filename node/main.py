@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+import plyvel
 import trio
 
 from consensus.address import decode_address
 from consensus.params import PROFILES, get_params
 from node.genesis import GenesisError, load_genesis
-from node.store import StoreError, StoreWriteError
+from node.store import StoreError, _first_line
 
 log = logging.getLogger("node")
 _logging_ready = False
@@ -97,19 +98,26 @@ def _parse_hostport(value: str) -> tuple[str, int]:
 
 
 async def _serve(node, reindex_order: list[bytes] | None) -> None:
-    if reindex_order is not None:
-        await _reindex(node, reindex_order)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_watch_signals, node)
+        if reindex_order is not None and not await _reindex(node, reindex_order):
+            node.store.close()
+            nursery.cancel_scope.cancel()
+            return
         await node.run()
         nursery.cancel_scope.cancel()
 
 
-async def _reindex(node, order: list[bytes]) -> None:
-    """Offer every kept block again, oldest first, through the normal block path."""
+async def _reindex(node, order: list[bytes]) -> bool:
+    """Offer every kept block again, oldest first, through the normal block path;
+    False if a stop was requested first (the store stays marked for ``--reindex``)."""
     from node.storecheck import finish_reindex
     log.info("reindex: replaying %d stored blocks", len(order))
     for count, block_hash in enumerate(order, 1):
+        if node.stop_requested.is_set():
+            log.warning("reindex interrupted at height %d; start again with --reindex",
+                        node.chain.height)
+            return False
         raw = node.store.get_block(block_hash)
         if raw is not None:
             await node.process_block(raw)
@@ -117,6 +125,7 @@ async def _reindex(node, order: list[bytes]) -> None:
             log.info("reindex: %d/%d blocks, height %d", count, len(order), node.chain.height)
     finish_reindex(node.store)
     log.info("reindex done: height %d", node.chain.height)
+    return True
 
 
 async def _watch_signals(node) -> None:
@@ -181,6 +190,9 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
                     mine_address=mine_address)
     except StoreError as exc:
         _cannot_start(str(exc))
+    except plyvel.Error as exc:  # a damaged table found while loading the block index
+        _cannot_start(f"the store {datadir / 'chain'} is damaged ({_first_line(exc)}); "
+                      "restart the node with --reindex to rebuild it")
     except Exception as exc:  # e.g. foreign genesis
         _cannot_start(_describe(exc))
     ports_file = datadir / "ports.json"  # written once both servers listen

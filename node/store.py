@@ -94,7 +94,7 @@ class ChainStore:
             self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True)
         except plyvel.CorruptionError as exc:
             raise StoreCorruption(f"the store {path} is corrupt ({_first_line(exc)}); "
-                             "restart with --reindex to rebuild it") from None
+                                  "restart with --reindex to rebuild it") from None
         except plyvel.IOError as exc:
             if "lock" in str(exc).lower():
                 raise StoreError(f"the store {path} is in use by another process "
@@ -123,7 +123,10 @@ class ChainStore:
             self.failed = f"store write failed ({what}): {_first_line(exc)}"
             log.critical("%s; shutting down to keep the store consistent", self.failed)
             if self.on_fatal is not None:
-                self.on_fatal(self.failed)
+                try:
+                    self.on_fatal(self.failed)
+                except Exception as hook_exc:  # e.g. a node not yet fully constructed
+                    log.warning("stop request after the store failure failed: %r", hook_exc)
             raise StoreWriteError(self.failed) from None
 
     def close(self) -> None:

@@ -114,25 +114,23 @@ def prepare_reindex(path: Path) -> list[bytes]:
     read at all, the store is deleted and ``[]`` returned: the node re-syncs from its
     peers. Raises ``StoreError`` (e.g. locked by another process, disk full).
     """
+    store = _open_repairing(path)
+    if store is None:
+        return _wipe(path)
     try:
-        store = ChainStore(path)
-    except StoreCorruption as exc:
-        log.warning("%s: repairing the LevelDB files", exc)
-        try:
-            plyvel.repair_db(str(path), paranoid_checks=True)
-        except plyvel.Error as repair_exc:
-            log.warning("repair failed: %s", repair_exc)
-        try:
-            store = ChainStore(path)
-        except StoreCorruption:
+        order, bad = _scan_blocks(store.db)
+    except plyvel.Error as exc:
+        log.warning("stored blocks unreadable (%s)", _first_line(exc))
+        store.close()
+        store = _open_repairing(path, force_repair=True)
+        if store is None:
             return _wipe(path)
-    try:
         try:
             order, bad = _scan_blocks(store.db)
-        except plyvel.Error as exc:
-            log.warning("stored blocks unreadable (%s)", exc)
+        except plyvel.Error:
             store.close()
             return _wipe(path)
+    try:
         store._write("reindex start", [(_REINDEXING, b"")])
         doomed = [key for key in store.db.iterator(include_value=False)
                   if key != _REINDEXING and not key.startswith(_BLOCK)] + bad
@@ -143,6 +141,24 @@ def prepare_reindex(path: Path) -> list[bytes]:
         return [block_hash for _, block_hash in sorted(order)]
     finally:
         store.close()
+
+
+def _open_repairing(path: Path, force_repair: bool = False) -> ChainStore | None:
+    """Open the store, running ``plyvel.repair_db`` first if needed; None if hopeless."""
+    if not force_repair:
+        try:
+            return ChainStore(path)
+        except StoreCorruption as exc:
+            log.warning("%s", exc)
+    log.warning("repairing the LevelDB files of %s", path)
+    try:
+        plyvel.repair_db(str(path), paranoid_checks=True)
+    except plyvel.Error as exc:
+        log.warning("repair failed: %s", _first_line(exc))
+    try:
+        return ChainStore(path)
+    except StoreCorruption:
+        return None
 
 
 def _scan_blocks(db: plyvel.DB) -> tuple[list[tuple[int, bytes]], list[bytes]]:
