@@ -1,8 +1,10 @@
 """The running node: chain + mempool + miner + p2p + JSON-RPC in one trio nursery.
 
-``Node`` implements ``p2p.interface.ChainAccess``. All chain and mempool mutations happen
-in the trio thread; block processing is serialised by one lock because its VDF check runs
-in a worker thread. Proof-of-work searches run in a worker process.
+``Node`` implements ``p2p.interface.ChainAccess``. Blocks go through
+``ChainState.add_block`` in a worker thread (so the trio loop keeps serving RPC and peers
+meanwhile); chain mutations are serialised by ``block_lock``, mempool mutations happen in
+the trio thread over a snapshot of the tip state. Proof-of-work searches run in a worker
+process.
 """
 
 import json
@@ -13,13 +15,13 @@ from pathlib import Path
 
 import trio
 
-from consensus.block import Block, Header
+from consensus.block import Header
 from consensus.errors import ConsensusError
 from consensus.params import ChainParams
-from consensus.transition import verify_block_size
 from consensus.tx import Tx
 from consensus.vdf import compute_vdf
-from node.chain import FAILED, HAVE_DATA, AddResult, AddStatus, Chain, TipChange
+from node.blockindex import FAILED, HAVE_DATA
+from node.chainstate import ChainState, TipChange
 from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
@@ -33,9 +35,6 @@ log = logging.getLogger("node")
 
 TEMPLATE_REFRESH_SECONDS = 5.0
 MAX_WANTED = 2_000
-_STATUS = {AddStatus.CONNECTED: BlockStatus.CONNECTED, AddStatus.SIDE: BlockStatus.SIDE,
-           AddStatus.ORPHAN: BlockStatus.ORPHAN, AddStatus.KNOWN: BlockStatus.KNOWN,
-           AddStatus.INVALID: BlockStatus.INVALID, AddStatus.NOT_YET: BlockStatus.KNOWN}
 
 
 class Node:
@@ -47,7 +46,7 @@ class Node:
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
-        self.chain = Chain(params, self.store)
+        self.chain = ChainState(params, self.store)
         self.genesis_hash = self.chain.genesis_hash
         self.mempool = Mempool(params, self.genesis_hash)
         self.mine_address = mine_address
@@ -107,7 +106,7 @@ class Node:
         readd = [tx for block in reversed(change.disconnected) for tx in block.txs[1:]]
         confirmed = {tx.txid() for block in change.connected for tx in block.txs}
         vdf, _ = self.vdf_for(self.chain.tip.hash)
-        self.mempool.reset(self.store.state, self.chain.height, vdf, readd, confirmed)
+        self.mempool.reset(self.store.snapshot_state(), self.chain.height, vdf, readd, confirmed)
 
     def _after_tip_change(self, change: TipChange) -> None:
         if not change.connected and not change.disconnected:
@@ -119,30 +118,13 @@ class Node:
         self.network.announce_block(self.chain.tip.hash)
 
     # -- blocks --------------------------------------------------------------------------
-    async def process_block(self, raw: bytes) -> AddResult:
-        """Check, store and (if best) connect a block given as bytes (SPEC §10)."""
-        try:
-            verify_block_size(self.params, len(raw))
-            block = Block.decode(raw)
-        except ConsensusError as exc:
-            return AddResult(AddStatus.INVALID, b"", exc.reason)
+    async def process_block(self, raw: bytes) -> BlockResult:
+        """Check, store and (if best) connect a block given as bytes (SPEC §10); the
+        work runs in a worker thread, one block at a time."""
         async with self.block_lock:
-            entry, result = self.chain.check_block(block)
-            if result is not None:
-                return result
-            try:
-                await trio.to_thread.run_sync(self.chain.verify_body, block, entry.hash)
-            except ConsensusError as exc:
-                if exc.reason != "bad-txnmrklroot":  # a mutated body does not condemn the header
-                    self.chain.mark_failed(entry, exc.reason)
-                return AddResult(AddStatus.INVALID, entry.hash, exc.reason)
-            self.chain.store_block(entry, block.encode())
-            change = self.chain.activate_best_chain()
+            result, change = await trio.to_thread.run_sync(self.chain.add_block, raw)
             self._after_tip_change(change)
-            if entry.status & FAILED:
-                return AddResult(AddStatus.INVALID, entry.hash, entry.fail_reason)
-            status = AddStatus.CONNECTED if self.chain.is_on_main(entry) else AddStatus.SIDE
-            return AddResult(status, entry.hash)
+            return result
 
     # -- transactions --------------------------------------------------------------------
     def accept_tx(self, tx: Tx) -> bytes:
@@ -170,7 +152,7 @@ class Node:
 
     def get_headers_after(self, locator: list[bytes], stop_hash: bytes, limit: int) -> list[bytes]:
         """ChainAccess: encoded main-chain headers after the locator's fork point."""
-        return [h.encode() for h in self.chain.get_headers_after(locator, stop_hash, limit)]
+        return self.chain.get_headers_after(locator, stop_hash, limit)
 
     def has_block(self, block_hash: bytes) -> bool:
         """ChainAccess: whether the block is stored (or known invalid)."""
@@ -192,27 +174,35 @@ class Node:
 
     async def submit_headers(self, headers: list[bytes]) -> HeadersResult:
         """ChainAccess: index headers (headers-first sync); which blocks to fetch."""
-        last_entry, last_hash = None, None
-        for raw in headers:
+        last_entry, last_hash, new = None, None, []
+        async with self.block_lock:
             try:
-                header = Header.decode(raw)
-            except ConsensusError as exc:
-                return HeadersResult([], last_hash, exc.reason)
-            last_hash = header.hash()
-            entry, result = self.chain.add_header(header)
-            if result is not None:
-                if result.status is AddStatus.INVALID:
-                    return HeadersResult([], last_hash, result.reason)
-                break  # orphan or not-yet: stop here, no ban
-            last_entry = entry
-            await trio.sleep(0)
-        wanted = self.chain.missing_blocks(last_entry)[:MAX_WANTED] if last_entry else []
+                for i, raw in enumerate(headers):
+                    try:
+                        header = Header.decode(raw)
+                    except ConsensusError as exc:
+                        return HeadersResult([], last_hash, exc.reason)
+                    last_hash = header.hash()
+                    known = last_hash in self.chain.entries
+                    entry, result = self.chain.add_header(header, persist=False)
+                    if result is not None:
+                        if result.status is BlockStatus.INVALID:
+                            return HeadersResult([], last_hash, result.reason)
+                        break  # orphan or not-yet: stop here, no ban
+                    if not known:
+                        new.append(entry)
+                    last_entry = entry
+                    if i % 200 == 199:
+                        await trio.sleep(0)
+            finally:
+                self.store.put_index_rows([(e.hash, e.header_bytes, e.status, e.seq)
+                                           for e in new])
+        wanted = self.chain.missing_blocks(last_entry, MAX_WANTED) if last_entry else []
         return HeadersResult(wanted, last_hash)
 
     async def submit_block(self, block: bytes) -> BlockResult:
         """ChainAccess: process a block from a peer (SPEC §10)."""
-        result = await self.process_block(block)
-        return BlockResult(_STATUS[result.status], result.block_hash, result.reason)
+        return await self.process_block(block)
 
     async def submit_tx(self, tx: bytes) -> TxResult:
         """ChainAccess: offer a peer's tx to the mempool; ``invalid`` only for stateless failures."""
@@ -254,10 +244,10 @@ class Node:
                                                   start, CHUNK, abandon_on_cancel=True)
             start += CHUNK
         result = await self.process_block(template.with_nonce(nonce).encode())
-        if result.status is AddStatus.INVALID:
+        if result.status is BlockStatus.INVALID:
             log.error("mined an invalid block: %s", result.reason)
             return None
-        return result.block_hash if result.status is AddStatus.CONNECTED else None
+        return result.block_hash if result.status is BlockStatus.CONNECTED else None
 
     async def generate(self, n: int, address: bytes) -> list[bytes]:
         """Mine ``n`` blocks on demand (RPC ``generate``)."""

@@ -9,12 +9,22 @@ Layout (one DB, ``<datadir>/chain``), key prefixes:
 - ``n`` + height     -> hash of the main-chain block at that height
 - ``x`` + txid       -> height of the main-chain block that includes it
 - ``T``              -> hash of the tip
+- ``F``              -> empty; rewritten by each ``flush`` (a synced write)
 
 Every connect or disconnect is ONE write batch holding the state changes, the undo
 record, the height and tx indexes and the tip marker (STYLE "State and storage"): after
 a crash the store is at some tip, never between two.
+
+Durability (see DESIGN.md "Node core at chain scale"): every batch goes through
+``_write``, the one place batches reach LevelDB. Batches are written to LevelDB's log
+without fsync; at most every ``sync_seconds`` (and on ``flush``/``close``) a batch is
+written with ``sync=True``, which makes it and every batch before it durable. LevelDB
+replays its log in order and keeps each batch atomic, so after a SIGKILL (the OS still
+holds every written batch) nothing is lost, and after a power failure the store is at
+the tip of some earlier batch: a valid tip, from which the node re-downloads.
 """
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -24,6 +34,7 @@ from consensus.encoding import packb, unpackb_canonical
 from consensus.state import decode_undo, encode_undo
 
 _STATE, _BLOCK, _INDEX, _UNDO, _HEIGHT, _TXINDEX, _TIP = b"s", b"b", b"i", b"u", b"n", b"x", b"T"
+_FLUSHED = b"F"  # written with sync=True by ``flush``; its value carries nothing
 
 
 class StateBase:
@@ -46,22 +57,56 @@ class StateBase:
 
 
 class ChainStore:
-    """All persistent chain data of one node; raises ``plyvel.Error`` on I/O failure."""
+    """All persistent chain data of one node; raises ``plyvel.Error`` on I/O failure.
 
-    def __init__(self, path: Path) -> None:
+    ``sync_seconds``: longest time between two synced (fsync'd) batches; 0 syncs every
+    batch."""
+
+    def __init__(self, path: Path, sync_seconds: float = 1.0) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.db = plyvel.DB(str(path), create_if_missing=True)
         self.state = StateBase(self.db)
+        self.sync_seconds = sync_seconds
+        self._last_sync = time.monotonic()
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
+        """Make every batch durable, then close the database (idempotent)."""
         if not self.db.closed:
+            self.flush()
             self.db.close()
 
+    def snapshot_state(self) -> "StateBase":
+        """A read-only ``StateView`` of the committed state as of now (LevelDB snapshot)."""
+        return StateBase(self.db.snapshot())
+
+    # -- the one place batches are written -----------------------------------------------
+    def _write(self, puts: dict[bytes, bytes | None], *, sync: bool = False) -> None:
+        """Write ``puts`` (``None`` = delete) as one atomic LevelDB batch; synced when
+        ``sync`` or when the last synced batch is ``sync_seconds`` old."""
+        now = time.monotonic()
+        sync = sync or now - self._last_sync >= self.sync_seconds
+        with self.db.write_batch(transaction=True, sync=sync) as batch:
+            for key, value in puts.items():
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+        if sync:
+            self._last_sync = now
+
+    def flush(self) -> None:
+        """Make every batch written so far durable (one synced write)."""
+        self._write({_FLUSHED: b""}, sync=True)
+
     # -- blocks and index ----------------------------------------------------------------
-    def put_block(self, block_hash: bytes, block_bytes: bytes) -> None:
-        """Store a block's bytes (before it is connected)."""
-        self.db.put(_BLOCK + block_hash, block_bytes, sync=True)
+    def put_block(self, block_hash: bytes, block_bytes: bytes,
+                  index_row: tuple[bytes, int, int] | None = None) -> None:
+        """Store a block's bytes as they arrived (before it is connected), with its index
+        row ``(header_bytes, status, seq)`` in the same batch when given."""
+        puts = {_BLOCK + block_hash: block_bytes}
+        if index_row is not None:
+            puts[_INDEX + block_hash] = packb(list(index_row))
+        self._write(puts)
 
     def get_block(self, block_hash: bytes) -> bytes | None:
         """Canonical bytes of a stored block."""
@@ -73,7 +118,12 @@ class ChainStore:
 
     def put_index(self, block_hash: bytes, header_bytes: bytes, status: int, seq: int) -> None:
         """Store or update a block index entry."""
-        self.db.put(_INDEX + block_hash, packb([header_bytes, status, seq]), sync=True)
+        self._write({_INDEX + block_hash: packb([header_bytes, status, seq])})
+
+    def put_index_rows(self, rows: list[tuple[bytes, bytes, int, int]]) -> None:
+        """Store or update many index entries ``(hash, header_bytes, status, seq)`` in one
+        batch (headers-first sync indexes up to 2000 headers at a time)."""
+        self._write({_INDEX + h: packb([hb, st, sq]) for h, hb, st, sq in rows})
 
     def iter_index(self) -> Iterator[tuple[bytes, bytes, int, int]]:
         """Every index entry as ``(hash, header_bytes, status, seq)``."""
@@ -102,30 +152,23 @@ class ChainStore:
 
     def commit_connect(self, block_hash: bytes, height: int, changes: dict[bytes, bytes | None],
                        undo: dict[bytes, bytes | None], txids: list[bytes]) -> None:
-        """Connect a block as the new tip: one atomic, synced write batch."""
-        with self.db.write_batch(transaction=True, sync=True) as batch:
-            _write_state(batch, changes)
-            batch.put(_UNDO + block_hash, encode_undo(undo))
-            batch.put(_HEIGHT + height.to_bytes(8, "big"), block_hash)
-            for txid in txids:
-                batch.put(_TXINDEX + txid, height.to_bytes(8, "big"))
-            batch.put(_TIP, block_hash)
+        """Connect a block as the new tip: one atomic write batch."""
+        puts = {_STATE + k: v for k, v in changes.items()}
+        puts[_UNDO + block_hash] = encode_undo(undo)
+        puts[_HEIGHT + height.to_bytes(8, "big")] = block_hash
+        h = height.to_bytes(8, "big")
+        for txid in txids:
+            puts[_TXINDEX + txid] = h
+        puts[_TIP] = block_hash
+        self._write(puts)
 
     def commit_disconnect(self, block_hash: bytes, height: int, parent_hash: bytes,
                           undo: dict[bytes, bytes | None], txids: list[bytes]) -> None:
-        """Disconnect the tip back to ``parent_hash``: one atomic, synced write batch."""
-        with self.db.write_batch(transaction=True, sync=True) as batch:
-            _write_state(batch, undo)
-            batch.delete(_UNDO + block_hash)
-            batch.delete(_HEIGHT + height.to_bytes(8, "big"))
-            for txid in txids:
-                batch.delete(_TXINDEX + txid)
-            batch.put(_TIP, parent_hash)
-
-
-def _write_state(batch, changes: dict[bytes, bytes | None]) -> None:
-    for key, value in changes.items():
-        if value is None:
-            batch.delete(_STATE + key)
-        else:
-            batch.put(_STATE + key, value)
+        """Disconnect the tip back to ``parent_hash``: one atomic write batch."""
+        puts: dict[bytes, bytes | None] = {_STATE + k: v for k, v in undo.items()}
+        puts[_UNDO + block_hash] = None
+        puts[_HEIGHT + height.to_bytes(8, "big")] = None
+        for txid in txids:
+            puts[_TXINDEX + txid] = None
+        puts[_TIP] = parent_hash
+        self._write(puts)
