@@ -49,6 +49,8 @@ class Node:
         self.chain = ChainState(params, self.store)
         self.genesis_hash = self.chain.genesis_hash
         self.mempool = Mempool(params, self.genesis_hash)
+        # Signatures the mempool checked are not checked again when their block connects.
+        self.chain.prepare = lambda block: self.mempool.verified
         self.mine_address = mine_address
         self.block_lock = trio.Lock()
         self.stop_requested = trio.Event()
@@ -106,7 +108,9 @@ class Node:
         readd = [tx for block in reversed(change.disconnected) for tx in block.txs[1:]]
         confirmed = {tx.txid() for block in change.connected for tx in block.txs}
         vdf, _ = self.vdf_for(self.chain.tip.hash)
-        self.mempool.reset(self.store.snapshot_state(), self.chain.height, vdf, readd, confirmed)
+        written = None if change.disconnected else change.written_keys
+        self.mempool.reset(self.store.snapshot_state(), self.chain.height, vdf, readd, confirmed,
+                           written)
 
     def _after_tip_change(self, change: TipChange) -> None:
         if not change.connected and not change.disconnected:
