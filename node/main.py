@@ -60,9 +60,11 @@ async def _watch_signals(node) -> None:
               help="Peer to keep connected to; repeatable.")
 @click.option("--mine", "mine", metavar="ADDRESS",
               help="Mine continuously, paying the coinbase to ADDRESS (bech32m or hex).")
+@click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
+              help="Worker processes for signature batches and VDF work (0 = inline).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)
-def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, log_level):
+def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, workers, log_level):
     """Run a MicroCash node: LevelDB store, P2P gossip, JSON-RPC, optional miner.
 
     Stop it with Ctrl-C, SIGTERM or the `stop` RPC; it resumes from its store on restart.
@@ -81,7 +83,7 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, log_lev
     from node.node import Node  # imported late so --help stays fast
     try:
         node = Node(params, datadir, p2p_port=p2p_port, rpc_port=rpc_port, connect=peers,
-                    mine_address=mine_address)
+                    mine_address=mine_address, workers=workers)
     except Exception as exc:  # e.g. store locked by another node, foreign genesis
         log.error("cannot start: %s", exc)
         sys.exit(1)

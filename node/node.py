@@ -28,6 +28,7 @@ from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, head
 from node.rpc import RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
+from node.verify import Either, WorkerPool
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
 
@@ -42,15 +43,17 @@ class Node:
 
     def __init__(self, params: ChainParams, datadir: Path, *, p2p_port: int = 0,
                  rpc_port: int = 0, connect: list[tuple[str, int]] = (),
-                 mine_address: bytes | None = None) -> None:
+                 mine_address: bytes | None = None, workers: int = 2) -> None:
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
         self.chain = ChainState(params, self.store)
         self.genesis_hash = self.chain.genesis_hash
         self.mempool = Mempool(params, self.genesis_hash)
-        # Signatures the mempool checked are not checked again when their block connects.
-        self.chain.prepare = lambda block: self.mempool.verified
+        self.workers = WorkerPool(params, self.genesis_hash, workers)
+        # Signatures the mempool checked are not checked again when their block connects;
+        # the rest of a block's signatures and its VDF segments are checked in parallel.
+        self.chain.prepare = self._prepare_block
         self.mine_address = mine_address
         self.block_lock = trio.Lock()
         self.stop_requested = trio.Event()
@@ -82,6 +85,7 @@ class Node:
         finally:
             if self._pow is not None:
                 self._pow.close()
+            self.workers.close()
             self.store.close()
             log.info("store closed; bye")
 
@@ -96,13 +100,32 @@ class Node:
 
     # -- VDF of the tip ------------------------------------------------------------------
     def vdf_for(self, block_hash: bytes) -> tuple[bytes, list[bytes]]:
-        """``(vdf, checkpoints)`` of ``block_hash``, the ones its child must carry."""
-        if block_hash not in self._vdf_cache:
+        """``(vdf, checkpoints)`` of ``block_hash``, the ones its child must carry. The
+        block thread computes it for each new tip (in a worker process on long VDFs), so
+        the trio thread finds it cached."""
+        cached = self._vdf_cache.get(block_hash)
+        if cached is None:
             if len(self._vdf_cache) > 64:
                 self._vdf_cache.clear()
-            self._vdf_cache[block_hash] = compute_vdf(block_hash, self.params.vdf_iterations,
-                                                      self.params.vdf_checkpoints)
-        return self._vdf_cache[block_hash]
+            if self.params.vdf_iterations >= 100_000:
+                cached = self.workers.compute_vdf(block_hash)
+            else:
+                cached = compute_vdf(block_hash, self.params.vdf_iterations,
+                                     self.params.vdf_checkpoints)
+            self._vdf_cache[block_hash] = cached
+        return cached
+
+    def _prepare_block(self, block) -> Either:
+        """ChainState hook (block thread): facts of ``block`` already checked."""
+        known = self.mempool.verified
+        return Either(known, self.workers.prepare(block, self.store.state, known))
+
+    def _add_block_work(self, raw: bytes):
+        """Block thread: ``add_block``, then the VDF its child needs."""
+        result, change = self.chain.add_block(raw)
+        if change.connected or change.disconnected:
+            self.vdf_for(self.chain.tip.hash)
+        return result, change
 
     def _reset_mempool(self, change: TipChange) -> None:
         readd = [tx for block in reversed(change.disconnected) for tx in block.txs[1:]]
@@ -126,7 +149,7 @@ class Node:
         """Check, store and (if best) connect a block given as bytes (SPEC §10); the
         work runs in a worker thread, one block at a time."""
         async with self.block_lock:
-            result, change = await trio.to_thread.run_sync(self.chain.add_block, raw)
+            result, change = await trio.to_thread.run_sync(self._add_block_work, raw)
             self._after_tip_change(change)
             return result
 
