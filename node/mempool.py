@@ -31,7 +31,6 @@ from consensus.tx import CHEAT_PROOF, NONCE_KINDS, REDEEM, Tx
 log = logging.getLogger("node.mempool")
 
 MAX_NONCE_AHEAD = 64
-MAX_PACKAGE = 1_000  # ancestors gathered for one template candidate at most
 # Failures that do not depend on the state: a peer relaying these is misbehaving (SPEC §11).
 STATELESS_REASONS = {"bad-encoding", "bad-version", "bad-kind", "bad-coinbase", "bad-signature"}
 
@@ -146,7 +145,8 @@ class Mempool:
         self.verified = verified if verified is not None else VerifiedCache()
         self.entries: dict[bytes, MempoolEntry] = {}   # in acceptance order
         self.waiting: dict[tuple[bytes, int], Tx] = {}
-        self._touchers: dict[bytes, set[MempoolEntry]] = {}
+        # key -> entries that touched it, in acceptance order (dict used as ordered set)
+        self._touchers: dict[bytes, dict[MempoolEntry, None]] = {}
         self._by_fee: list[tuple[float, int, int, MempoolEntry]] = []
         self._tiebreak = itertools.count()
         self._seq = 0
@@ -257,7 +257,7 @@ class Mempool:
         for key in entry.touched:
             users = self._touchers.get(key)
             if users is not None:
-                users.discard(entry)
+                users.pop(entry, None)
                 if not users:
                     del self._touchers[key]
 
@@ -288,20 +288,17 @@ class Mempool:
         apply_tx(self._context(), scratch, tx)
         self._remember_signatures(scratch, tx)
         touched = frozenset(scratch.reads | scratch.writes.keys())
-        parents = {}
+        parents: dict[MempoolEntry, None] = {}
         for key in touched:
-            for other in self._touchers.get(key, ()):
-                if other.seq < seq:
-                    best = parents.get(key)
-                    if best is None or other.seq > best.seq:
-                        parents[key] = other
+            users = self._touchers.get(key)
+            if users:  # the latest earlier toucher (entries are added in seq order)
+                parents[next(reversed(users))] = None
         self.view.writes.update(scratch.writes)
-        entry = MempoolEntry(tx, txid, len(tx.encode()), seq, touched,
-                             list({id(p): p for p in parents.values()}.values()),
+        entry = MempoolEntry(tx, txid, len(tx.encode()), seq, touched, list(parents),
                              self._nearest_expire(tx))
         self.entries[txid] = entry
         for key in touched:
-            self._touchers.setdefault(key, set()).add(entry)
+            self._touchers.setdefault(key, {})[entry] = None
         if len(self._by_fee) > 2 * len(self.entries) + 64:  # drop stale heap items
             self._by_fee = [item for item in self._by_fee
                             if self.entries.get(item[3].txid) is item[3]]
@@ -377,33 +374,38 @@ class Mempool:
     def select(self, max_bytes: int) -> list[Tx]:
         """Transactions for the next block within ``max_bytes`` encoded bytes.
 
-        REDEEMs come first, nearest ``t_expire`` first, then the rest by fee per byte;
-        each choice brings the earlier entries it builds on (those that touched its keys
-        before it). Chosen entries are emitted in acceptance order, so each sees the same
-        state as in the pool and stays valid without being re-applied. O(n log n).
+        A topological order by priority (Kahn's algorithm over a heap): an entry is
+        ready once every earlier entry it builds on (``parents``: the last earlier
+        toucher of each of its keys) is chosen; the ready entry with the best priority
+        is taken next — REDEEMs first, nearest ``t_expire`` first, then the rest by fee
+        per byte — and skipped (with its descendants) if it does not fit. Chosen entries
+        are emitted in acceptance order, so each sees the state it saw in the pool and
+        stays valid without being re-applied. O(n log n).
         """
         def priority(e: MempoolEntry):
             if e.expire is not None:
                 return (0, e.expire, e.seq)
             return (1, -e.feerate, e.seq)
 
-        chosen: set[MempoolEntry] = set()
-        used = 0
-        for entry in sorted(self.entries.values(), key=priority):
-            if entry in chosen:
+        waiting_on: dict[MempoolEntry, int] = {}
+        children: dict[MempoolEntry, list[MempoolEntry]] = {}
+        ready = []
+        for e in self.entries.values():
+            waiting_on[e] = len(e.parents)
+            for p in e.parents:
+                children.setdefault(p, []).append(e)
+            if not e.parents:
+                ready.append((priority(e), e.seq, e))
+        heapq.heapify(ready)
+        chosen, used = [], 0
+        while ready:
+            _, _, e = heapq.heappop(ready)
+            if used + e.size > max_bytes:
                 continue
-            package, stack, size = [], [entry], 0
-            seen = {entry}
-            while stack and len(package) <= MAX_PACKAGE:
-                e = stack.pop()
-                package.append(e)
-                size += e.size
-                for p in e.parents:
-                    if p not in chosen and p not in seen:
-                        seen.add(p)
-                        stack.append(p)
-            if stack or used + size > max_bytes:
-                continue
-            chosen.update(package)
-            used += size
+            chosen.append(e)
+            used += e.size
+            for child in children.get(e, ()):
+                waiting_on[child] -= 1
+                if waiting_on[child] == 0:
+                    heapq.heappush(ready, (priority(child), child.seq, child))
         return [e.tx for e in sorted(chosen, key=lambda e: e.seq)]
