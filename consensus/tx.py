@@ -97,12 +97,18 @@ class Tx:
         return msg
 
     def tickets(self) -> list[Ticket]:
-        """Decoded tickets of a REDEEM (all) or CHEAT_PROOF (one or two)."""
-        if self.kind == REDEEM:
-            return [Ticket.decode(t) for t in self.body]
-        if self.kind == CHEAT_PROOF:
-            return [Ticket.decode(t) for t in self.body if t is not None]
-        return []
+        """Decoded tickets of a REDEEM (all) or CHEAT_PROOF (one or two); decoded once
+        per object (a new list each call)."""
+        cached = self.__dict__.get("_tickets")
+        if cached is None:
+            if self.kind == REDEEM:
+                cached = [Ticket.decode(t) for t in self.body]
+            elif self.kind == CHEAT_PROOF:
+                cached = [Ticket.decode(t) for t in self.body if t is not None]
+            else:
+                cached = []
+            object.__setattr__(self, "_tickets", cached)
+        return list(cached)
 
 
 def _check_coinbase_body(body: Any) -> None:
