@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import chain
+from bench import chain, rpc
 from bench.tickets import run_all
 
 
@@ -15,6 +15,7 @@ def main() -> None:
     args = parser.parse_args()
     run_all(args.seconds)
     chain.run_all(args.blocks)
+    rpc.run_all()
 
 
 main()
