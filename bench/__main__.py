@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import merchant, sync, tickets
+from bench import chain, merchant, rpc, sync, tickets
 
 
 def main() -> None:
@@ -11,8 +11,12 @@ def main() -> None:
                         help="time budget per measurement (default 1 s)")
     parser.add_argument("--sync-blocks", type=int, default=20_000,
                         help="chain length of the two-process sync benchmark (0 = skip)")
+    parser.add_argument("--blocks", type=int, default=20_000,
+                        help="length of the empty chain for the connect-rate figures")
     args = parser.parse_args()
     tickets.run_all(args.seconds)
+    chain.run_all(args.blocks)
+    rpc.run_all()
     merchant.run_all(args.seconds)
     if args.sync_blocks:
         sync.run_all(args.sync_blocks)

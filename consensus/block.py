@@ -34,13 +34,20 @@ class Header:
                 list(self.vdf_checkpoints)]
 
     def encode(self) -> bytes:
-        """Canonical bytes."""
-        return packb(self.to_obj())
+        """Canonical bytes (computed once per object, then cached)."""
+        raw = self.__dict__.get("_raw")
+        if raw is None:
+            raw = packb(self.to_obj())
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @classmethod
     def decode(cls, data: bytes) -> "Header":
-        """Strictly decode; raises ``DecodeError``."""
-        return cls.from_obj(unpackb_canonical(data))
+        """Strictly decode; raises ``DecodeError``. Canonical decoding means ``data`` is
+        the encoding, so it is kept as the cached ``encode()``."""
+        header = cls.from_obj(unpackb_canonical(data))
+        object.__setattr__(header, "_raw", bytes(data))
+        return header
 
     @classmethod
     def from_obj(cls, obj) -> "Header":
@@ -60,8 +67,12 @@ class Header:
                    checkpoints)
 
     def hash(self) -> bytes:
-        """``block_hash = H(b"block", packb(header))``."""
-        return tagged_hash(b"block", self.encode())
+        """``block_hash = H(b"block", packb(header))``; computed once, then cached."""
+        digest = self.__dict__.get("_hash")
+        if digest is None:
+            digest = tagged_hash(b"block", self.encode())
+            object.__setattr__(self, "_hash", digest)
+        return digest
 
 
 @dataclass(frozen=True)
@@ -76,15 +87,35 @@ class Block:
         return [self.header.to_obj(), [tx.to_obj() for tx in self.txs]]
 
     def encode(self) -> bytes:
-        """Canonical bytes."""
-        return packb(self.to_obj())
+        """Canonical bytes: the bytes the block was decoded from, else packed once."""
+        raw = self.__dict__.get("_raw")
+        if raw is None:
+            raw = packb(self.to_obj())
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @classmethod
     def decode(cls, data: bytes) -> "Block":
-        """Strictly decode; raises ``ConsensusError`` (bad-encoding, bad-version, bad-kind)."""
+        """Strictly decode; raises ``ConsensusError`` (bad-encoding, bad-version, bad-kind).
+
+        Decoding is canonical, so ``data`` is kept as the cached ``encode()``."""
         header, txs = expect_list(unpackb_canonical(data), 2, "block")
-        return cls(Header.from_obj(header),
-                   tuple(Tx.from_obj(t) for t in expect_list(txs, None, "txs")))
+        block = cls(Header.from_obj(header),
+                    tuple(Tx.from_obj(t) for t in expect_list(txs, None, "txs")))
+        object.__setattr__(block, "_raw", bytes(data))
+        return block
+
+    def txids(self) -> list[bytes]:
+        """The txids of ``txs`` in order (each computed once per ``Tx``)."""
+        return [tx.txid() for tx in self.txs]
+
+    def computed_tx_root(self) -> bytes:
+        """``compute_tx_root`` of this block's txids, computed once per object."""
+        root = self.__dict__.get("_tx_root")
+        if root is None:
+            root = compute_tx_root(self.txids())
+            object.__setattr__(self, "_tx_root", root)
+        return root
 
     def hash(self) -> bytes:
         """The header's hash."""

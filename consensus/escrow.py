@@ -60,12 +60,20 @@ class EscrowState:
                 self.broken]
 
     def encode(self) -> bytes:
-        """Canonical bytes."""
-        return packb(self.to_obj())
+        """Canonical bytes; remembered so decoding them again returns this (immutable)
+        object without re-parsing (a REDEEM updates its escrow once per ticket)."""
+        raw = packb(self.to_obj())
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        _RECENT[raw] = self
+        return raw
 
     @classmethod
     def decode(cls, data: bytes) -> "EscrowState":
         """Inverse of ``encode``; raises ``DecodeError``."""
+        known = _RECENT.get(data)
+        if known is not None:
+            return known
         f = expect_list(unpackb_canonical(data), 14, "escrow")
         expect_bytes(f[0], 32, "owner")
         for i in (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12):
@@ -98,6 +106,10 @@ class EscrowState:
     def replace(self, **changes) -> "EscrowState":
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+
+_RECENT: dict[bytes, EscrowState] = {}  # encodings made lately -> their (frozen) state
+_RECENT_MAX = 4096
 
 
 def compute_escrow_id(block_hash: bytes, txid: bytes) -> bytes:

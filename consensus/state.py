@@ -4,7 +4,8 @@ Keys (all bytes):
 
 - ``a`` + address(32)                          -> ``[balance, nonce]``
 - ``e`` + escrow_id(32)                        -> ``EscrowState``
-- ``r`` + escrow_id + seqno(u64) + index(u16)  -> ``height`` of the redeeming block
+- ``r`` + escrow_id + seqno(u64)                -> ``[[merchant_index, height], ...]`` of
+  the redemptions of that ticket, by merchant index (one point lookup per ticket)
 - ``f`` + t_refund(u64) + escrow_id            -> ``b""`` (escrows refunded at that height)
 - ``v`` + height(u64)                          -> the ``vdf`` field of the block at height
 - ``burned``, ``issued``                       -> totals in units
@@ -13,6 +14,7 @@ Keys (all bytes):
 value: that map *is* the undo record of a block (``None`` = key was absent).
 """
 
+import bisect
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -56,12 +58,16 @@ class MemoryState:
 
 
 class Overlay:
-    """Pending writes over ``base``; ``undo`` maps each touched key to its base value."""
+    """Pending writes over ``base``; ``undo`` maps each touched key to its base value.
+
+    Written keys are also kept sorted, so ``iter_prefix`` costs ``O(log writes +
+    matches)`` rather than a scan of every pending write."""
 
     def __init__(self, base: StateView) -> None:
         self.base = base
         self.writes: dict[bytes, bytes | None] = {}
         self.undo: dict[bytes, bytes | None] = {}
+        self._sorted: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
@@ -71,6 +77,8 @@ class Overlay:
     def _touch(self, key: bytes) -> None:
         if key not in self.undo:
             self.undo[key] = self.base.get(key)
+        if key not in self.writes:
+            bisect.insort(self._sorted, key)
 
     def put(self, key: bytes, value: bytes) -> None:
         self._touch(key)
@@ -82,12 +90,16 @@ class Overlay:
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         merged = dict(self.base.iter_prefix(prefix))
-        for key, value in self.writes.items():
-            if key.startswith(prefix):
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
+        keys, start = self._sorted, bisect.bisect_left(self._sorted, prefix)
+        for i in range(start, len(keys)):
+            key = keys[i]
+            if not key.startswith(prefix):
+                break
+            value = self.writes[key]
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
         for key in sorted(merged):
             yield key, merged[key]
 
@@ -104,6 +116,7 @@ class Overlay:
                 self.base.put(key, value)
         self.writes.clear()
         self.undo.clear()
+        self._sorted.clear()
 
     def changes(self) -> dict[bytes, bytes | None]:
         """Net writes (``None`` = delete), only keys whose value really changed."""
@@ -220,17 +233,29 @@ def delete_escrow(view: StateView, escrow_id: bytes) -> None:
 
 # ---- redeemed records ------------------------------------------------------------------
 
+def _redeemed_key(escrow_id: bytes, seqno: int) -> bytes:
+    return _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
+
+
+def _decode_redemptions(raw: bytes | None) -> list[tuple[int, int]]:
+    if raw is None:
+        return []
+    pairs = expect_list(unpackb_canonical(raw))
+    return [(expect_int(m), expect_int(h)) for m, h in (expect_list(p, 2) for p in pairs)]
+
+
 def get_redeemed_indices(view: StateView, escrow_id: bytes, seqno: int) -> set[int]:
-    """Merchant indices that already redeemed ``(escrow_id, seqno)``."""
-    prefix = _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
-    return {int.from_bytes(key[len(prefix):], "big") for key, _ in view.iter_prefix(prefix)}
+    """Merchant indices that already redeemed ``(escrow_id, seqno)`` (one point read)."""
+    return {m for m, _ in _decode_redemptions(view.get(_redeemed_key(escrow_id, seqno)))}
 
 
 def put_redeemed(view: StateView, escrow_id: bytes, seqno: int, merchant_index: int,
                  height: int) -> None:
     """Record that ``merchant_index`` redeemed ``(escrow_id, seqno)`` at ``height``."""
-    key = _REDEEMED + escrow_id + seqno.to_bytes(8, "big") + merchant_index.to_bytes(2, "big")
-    view.put(key, packb(height))
+    key = _redeemed_key(escrow_id, seqno)
+    pairs = dict(_decode_redemptions(view.get(key)))
+    pairs[merchant_index] = height
+    view.put(key, packb([[m, pairs[m]] for m in sorted(pairs)]))
 
 
 def iter_redeemed(view: StateView, escrow_id: bytes) -> list[tuple[int, int, int]]:
@@ -238,9 +263,8 @@ def iter_redeemed(view: StateView, escrow_id: bytes) -> list[tuple[int, int, int
     prefix = _REDEEMED + escrow_id
     out = []
     for key, raw in view.iter_prefix(prefix):
-        rest = key[len(prefix):]
-        out.append((int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:10], "big"),
-                    expect_int(unpackb_canonical(raw))))
+        seqno = int.from_bytes(key[len(prefix):], "big")
+        out.extend((seqno, m, h) for m, h in _decode_redemptions(raw))
     return out
 
 

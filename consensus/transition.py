@@ -6,6 +6,7 @@ spec's reject reason. State changes go into an ``Overlay`` whose undo map is the
 undo record.
 """
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 from consensus import keys
@@ -40,13 +41,22 @@ class TxContext:
     genesis_hash: bytes
     height: int
     block_hash: bytes  # the including block (zero bytes for mempool checks)
+    # Facts already checked by the caller: ``(pubkey, msg, sig)`` triples of valid
+    # signatures (and VDF segments, see ``consensus.vdf``). Never changes what is valid,
+    # only skips recomputing it.
+    verified: Container = frozenset()
+
+
+def check_signature(ctx: TxContext, pubkey: bytes, msg: bytes, sig: bytes) -> bool:
+    """Ed25519 verify, skipped when ``(pubkey, msg, sig)`` is in ``ctx.verified``."""
+    return (pubkey, msg, sig) in ctx.verified or keys.verify(pubkey, msg, sig)
 
 
 # ---- common rules (SPEC §2) ------------------------------------------------------------
 
 def verify_tx_signature(ctx: TxContext, tx: Tx) -> None:
     """Rule 3: the sender's signature over the signing message (``bad-signature``)."""
-    if not keys.verify(tx.sender, tx.signing_message(ctx.genesis_hash), tx.sig):
+    if not check_signature(ctx, tx.sender, tx.signing_message(ctx.genesis_hash), tx.sig):
         raise ConsensusError("bad-signature")
 
 
@@ -129,7 +139,8 @@ def verify_redeem_ticket(ctx: TxContext, view: StateView, sender: bytes,
     escrow = get_escrow(view, ticket.escrow_id)
     if escrow is None:
         raise ConsensusError("unknown-escrow")
-    if not verify_ticket_signature(ticket, escrow.owner, ctx.genesis_hash):
+    if not check_signature(ctx, escrow.owner, ticket.signing_message(ctx.genesis_hash),
+                           ticket.sig):
         raise ConsensusError("bad-ticket-signature")
     if (ticket.merchant_index >= len(escrow.merchants)
             or escrow.merchants[ticket.merchant_index] != sender):
@@ -183,7 +194,8 @@ def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
 
 def is_cheat_proof_valid(ctx: TxContext, escrow: EscrowState, tickets: list[Ticket]) -> bool:
     """SPEC §8: a signed duplicate pair, or one signed out-of-range ticket."""
-    if not all(verify_ticket_signature(t, escrow.owner, ctx.genesis_hash) for t in tickets):
+    if not all(check_signature(ctx, escrow.owner, t.signing_message(ctx.genesis_hash), t.sig)
+               for t in tickets):
         return False
     if len(tickets) == 1:
         return tickets[0].seqno >= escrow.N
@@ -257,14 +269,16 @@ def verify_block_size(params: ChainParams, size: int) -> None:
         raise ConsensusError("bad-blk-length", f"{size} bytes")
 
 
-def verify_block_body(params: ChainParams, block: Block, block_hash: bytes) -> None:
+def verify_block_body(params: ChainParams, block: Block, block_hash: bytes,
+                      verified: Container = frozenset()) -> None:
     """VDF, tx_root and unique txids (SPEC §10, after the header checks). Raises
-    bad-vdf, bad-txnmrklroot, bad-txns-duplicate, bad-coinbase (no transactions)."""
+    bad-vdf, bad-txnmrklroot, bad-txns-duplicate, bad-coinbase (no transactions).
+    ``verified`` holds VDF segments already checked (see ``consensus.vdf``)."""
     header = block.header
     verify_vdf(header.prev_hash, header.vdf, list(header.vdf_checkpoints),
-               params.vdf_iterations, params.vdf_checkpoints)
-    txids = [tx.txid() for tx in block.txs]
-    if header.tx_root != compute_tx_root(txids):
+               params.vdf_iterations, params.vdf_checkpoints, verified)
+    txids = block.txids()
+    if header.tx_root != block.computed_tx_root():
         raise ConsensusError("bad-txnmrklroot")
     if len(set(txids)) != len(txids):
         raise ConsensusError("bad-txns-duplicate")
@@ -273,10 +287,11 @@ def verify_block_body(params: ChainParams, block: Block, block_hash: bytes) -> N
 
 
 def apply_block(params: ChainParams, view: StateView, block: Block, block_hash: bytes,
-                genesis_hash: bytes) -> None:
+                genesis_hash: bytes, verified: Container = frozenset()) -> None:
     """Apply the transactions, then the refunds, of a block whose header is already
-    checked (SPEC §10). Raises ``ConsensusError`` on the first failing transaction."""
-    ctx = TxContext(params, genesis_hash, block.header.height, block_hash)
+    checked (SPEC §10). Raises ``ConsensusError`` on the first failing transaction.
+    ``verified``: signature triples already checked (``TxContext.verified``)."""
+    ctx = TxContext(params, genesis_hash, block.header.height, block_hash, verified)
     put_block_vdf(view, ctx.height, block.header.vdf)
     fees = sum(tx.fee for tx in block.txs[1:])
     minted = process_coinbase(ctx, view, block.txs[0], fees)
@@ -288,14 +303,21 @@ def apply_block(params: ChainParams, view: StateView, block: Block, block_hash: 
     process_channel_expiries(ctx, view)  # SPEC §16, after §9 and §15
 
 
-def connect_block(params: ChainParams, view: Overlay, block: Block, header_ctx: HeaderContext,
-                  genesis_hash: bytes) -> None:
-    """All checks of SPEC §10 in order, applying the block into ``view``."""
+def connect_block(params: ChainParams, view: StateView, block: Block,
+                  header_ctx: HeaderContext, genesis_hash: bytes,
+                  verified: Container = frozenset()) -> None:
+    """All checks of SPEC §10 in order, applying the block into ``view``: size, header
+    fields and PoW, VDF, tx_root, transactions against the parent's state, refunds.
+
+    The one §10 sequence of the code base (the node connects every block through it).
+    ``verified`` holds facts the caller already checked (signature triples, VDF
+    segments, e.g. in worker processes); they are skipped, nothing else changes.
+    Raises ``ConsensusError`` with the first failing check's reason."""
     verify_block_size(params, len(block.encode()))
     verify_header(params, block.header, header_ctx)
     block_hash = block.hash()
-    verify_block_body(params, block, block_hash)
-    apply_block(params, view, block, block_hash, genesis_hash)
+    verify_block_body(params, block, block_hash, verified)
+    apply_block(params, view, block, block_hash, genesis_hash, verified)
 
 
 def apply_genesis(params: ChainParams, view: StateView, genesis: Block) -> None:

@@ -52,8 +52,12 @@ class Tx:
                 _body_obj(self.body), self.sig]
 
     def encode(self) -> bytes:
-        """Canonical bytes."""
-        return packb(self.to_obj())
+        """Canonical bytes (computed once per object, then cached)."""
+        raw = self.__dict__.get("_raw")
+        if raw is None:
+            raw = packb(self.to_obj())
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @classmethod
     def decode(cls, data: bytes) -> "Tx":
@@ -86,22 +90,38 @@ class Tx:
         return cls(version, kind, sender, nonce, fee, body, sig)
 
     def txid(self) -> bytes:
-        """``H(b"txid", packb(tx))`` (SPEC §2)."""
-        return tagged_hash(b"txid", self.encode())
+        """``H(b"txid", packb(tx))`` (SPEC §2); computed once per object, then cached."""
+        txid = self.__dict__.get("_txid")
+        if txid is None:
+            txid = tagged_hash(b"txid", self.encode())
+            object.__setattr__(self, "_txid", txid)
+        return txid
 
     def signing_message(self, genesis_hash: bytes) -> bytes:
-        """``H(b"tx", genesis_hash || packb([version, kind, sender, nonce, fee, body]))``."""
+        """``H(b"tx", genesis_hash || packb([version, kind, sender, nonce, fee, body]))``
+        (cached per object for the last ``genesis_hash`` asked)."""
+        cached = self.__dict__.get("_sigmsg")
+        if cached is not None and cached[0] == genesis_hash:
+            return cached[1]
         unsigned = packb([self.version, self.kind, self.sender, self.nonce, self.fee,
                           _body_obj(self.body)])
-        return tagged_hash(b"tx", genesis_hash + unsigned)
+        msg = tagged_hash(b"tx", genesis_hash + unsigned)
+        object.__setattr__(self, "_sigmsg", (genesis_hash, msg))
+        return msg
 
     def tickets(self) -> list[Ticket]:
-        """Decoded tickets of a REDEEM (all) or CHEAT_PROOF (one or two)."""
-        if self.kind == REDEEM:
-            return [Ticket.decode(t) for t in self.body]
-        if self.kind == CHEAT_PROOF:
-            return [Ticket.decode(t) for t in self.body if t is not None]
-        return []
+        """Decoded tickets of a REDEEM (all) or CHEAT_PROOF (one or two); decoded once
+        per object (a new list each call)."""
+        cached = self.__dict__.get("_tickets")
+        if cached is None:
+            if self.kind == REDEEM:
+                cached = [Ticket.decode(t) for t in self.body]
+            elif self.kind == CHEAT_PROOF:
+                cached = [Ticket.decode(t) for t in self.body if t is not None]
+            else:
+                cached = []
+            object.__setattr__(self, "_tickets", cached)
+        return list(cached)
 
 
 def _check_coinbase_body(body: Any) -> None:

@@ -34,15 +34,31 @@ def compute_vdf(block_hash: bytes, iterations: int, checkpoints: int) -> tuple[b
     return points[-1], points[:-1]
 
 
-def verify_vdf(block_hash: bytes, vdf: bytes, checkpoints: list[bytes], iterations: int,
-               num_checkpoints: int) -> None:
-    """Check ``vdf`` and its checkpoints for ``block_hash``; raises ``ConsensusError``
-    (``bad-vdf``). Segments are independent and could be checked in parallel (SPEC §5)."""
-    if len(checkpoints) != num_checkpoints - 1:
-        raise ConsensusError("bad-vdf", "wrong number of checkpoints")
+def vdf_segments(block_hash: bytes, vdf: bytes, checkpoints: list[bytes],
+                 iterations: int, num_checkpoints: int) -> list[tuple[str, bytes, int, bytes]]:
+    """The ``C`` independent segments ``("vdf", begin, steps, end)`` to check (SPEC §5);
+    each holds when ``iterate_hash(begin, steps) == end``. Such tuples are also what a
+    caller puts in ``verify_vdf``'s ``verified`` container once it checked them."""
     seg = iterations // num_checkpoints
     starts = [tagged_hash(b"vdf", block_hash)] + list(checkpoints)
     ends = list(checkpoints) + [vdf]
-    for i, (begin, end) in enumerate(zip(starts, ends)):
-        if iterate_hash(begin, seg) != end:
+    return [("vdf", begin, seg, end) for begin, end in zip(starts, ends)]
+
+
+def is_segment_valid(segment: tuple[str, bytes, int, bytes]) -> bool:
+    """Whether one ``vdf_segments`` item holds (``steps`` blake3 calls)."""
+    _, begin, steps, end = segment
+    return iterate_hash(begin, steps) == end
+
+
+def verify_vdf(block_hash: bytes, vdf: bytes, checkpoints: list[bytes], iterations: int,
+               num_checkpoints: int, verified=frozenset()) -> None:
+    """Check ``vdf`` and its checkpoints for ``block_hash``; raises ``ConsensusError``
+    (``bad-vdf``). Segments found in ``verified`` (already checked, e.g. in parallel by
+    worker processes) are not recomputed; the order and reasons stay the same."""
+    if len(checkpoints) != num_checkpoints - 1:
+        raise ConsensusError("bad-vdf", "wrong number of checkpoints")
+    for i, segment in enumerate(vdf_segments(block_hash, vdf, checkpoints, iterations,
+                                             num_checkpoints)):
+        if segment not in verified and not is_segment_valid(segment):
             raise ConsensusError("bad-vdf", f"segment {i} does not match")

@@ -1,8 +1,10 @@
 """The running node: chain + mempool + miner + p2p + JSON-RPC in one trio nursery.
 
-``Node`` implements ``p2p.interface.ChainAccess``. All chain and mempool mutations happen
-in the trio thread; block processing is serialised by one lock because its VDF check runs
-in a worker thread. Proof-of-work searches run in a worker process.
+``Node`` implements ``p2p.interface.ChainAccess``. Blocks go through
+``ChainState.add_block`` in a worker thread (so the trio loop keeps serving RPC and peers
+meanwhile); chain mutations are serialised by ``block_lock``, mempool mutations happen in
+the trio thread over a snapshot of the tip state. Proof-of-work searches run in a worker
+process.
 """
 
 import json
@@ -13,19 +15,20 @@ from pathlib import Path
 
 import trio
 
-from consensus.block import Block, Header
+from consensus.block import Header
 from consensus.errors import ConsensusError
 from consensus.params import ChainParams
-from consensus.transition import verify_block_size
 from consensus.tx import Tx
 from consensus.vdf import compute_vdf
-from node.chain import FAILED, HAVE_DATA, AddResult, AddStatus, Chain, TipChange
+from node.blockindex import FAILED, HAVE_DATA
+from node.chainstate import ChainState, TipChange
 from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
 from node.rpc import RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
+from node.verify import Either, WorkerPool
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
 
@@ -33,9 +36,6 @@ log = logging.getLogger("node")
 
 TEMPLATE_REFRESH_SECONDS = 5.0
 MAX_WANTED = 2_000
-_STATUS = {AddStatus.CONNECTED: BlockStatus.CONNECTED, AddStatus.SIDE: BlockStatus.SIDE,
-           AddStatus.ORPHAN: BlockStatus.ORPHAN, AddStatus.KNOWN: BlockStatus.KNOWN,
-           AddStatus.INVALID: BlockStatus.INVALID, AddStatus.NOT_YET: BlockStatus.KNOWN}
 
 
 class Node:
@@ -43,14 +43,19 @@ class Node:
 
     def __init__(self, params: ChainParams, datadir: Path, *, p2p_port: int = 0,
                  rpc_port: int = 0, connect: list[tuple[str, int]] = (),
-                 mine_address: bytes | None = None) -> None:
+                 mine_address: bytes | None = None, workers: int = 2) -> None:
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
         self.store.on_fatal = lambda reason: self.request_stop()  # DESIGN "Storage faults"
-        self.chain = Chain(params, self.store)
+        self._trio_token: trio.lowlevel.TrioToken | None = None
+        self.chain = ChainState(params, self.store)
         self.genesis_hash = self.chain.genesis_hash
         self.mempool = Mempool(params, self.genesis_hash)
+        self.workers = WorkerPool(params, self.genesis_hash, workers)
+        # Signatures the mempool checked are not checked again when their block connects;
+        # the rest of a block's signatures and its VDF segments are checked in parallel.
+        self.chain.prepare = self._prepare_block
         self.mine_address = mine_address
         self.block_lock = trio.Lock()
         self.stop_requested = trio.Event()
@@ -59,11 +64,18 @@ class Node:
         self.network = Network(self, host="127.0.0.1", port=p2p_port, connect=list(connect))
         self.rpc = RpcServer(make_methods(self), host="127.0.0.1", port=rpc_port,
                              cookie_path=datadir / ".cookie")
+        # Blocks stored but not connected (a crash or a failed write between storing a
+        # block and connecting it) are connected now, as Bitcoin Core's start-up
+        # ActivateBestChain does; otherwise they would block their height forever.
+        change = self.chain.activate_best_chain()
+        if change.connected:
+            log.info("connected %d stored blocks at start-up", len(change.connected))
         self._reset_mempool(TipChange())
 
     # -- life cycle ----------------------------------------------------------------------
     async def run(self) -> None:
         """Serve until ``stop`` (RPC) or cancellation; always closes the store."""
+        self._trio_token = trio.lowlevel.current_trio_token()
         try:
             async with trio.open_nursery() as nursery:
                 p2p_port = await nursery.start(self.network.run)
@@ -82,11 +94,20 @@ class Node:
         finally:
             if self._pow is not None:
                 self._pow.close()
+            self.workers.close()
             self.store.close()
             log.info("store closed; bye")
 
     def request_stop(self) -> None:
-        """Ask ``run`` to shut down cleanly."""
+        """Ask ``run`` to shut down cleanly; callable from the trio thread or from any
+        other thread (the block thread, when a store write fails there)."""
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:  # not in the trio thread
+            if self._trio_token is None:
+                raise
+            self._trio_token.run_sync_soon(self.stop_requested.set)
+            return
         self.stop_requested.set()
 
     def _write_ports(self, p2p_port: int, rpc_port: int) -> None:
@@ -96,19 +117,40 @@ class Node:
 
     # -- VDF of the tip ------------------------------------------------------------------
     def vdf_for(self, block_hash: bytes) -> tuple[bytes, list[bytes]]:
-        """``(vdf, checkpoints)`` of ``block_hash``, the ones its child must carry."""
-        if block_hash not in self._vdf_cache:
+        """``(vdf, checkpoints)`` of ``block_hash``, the ones its child must carry. The
+        block thread computes it for each new tip (in a worker process on long VDFs), so
+        the trio thread finds it cached."""
+        cached = self._vdf_cache.get(block_hash)
+        if cached is None:
             if len(self._vdf_cache) > 64:
                 self._vdf_cache.clear()
-            self._vdf_cache[block_hash] = compute_vdf(block_hash, self.params.vdf_iterations,
-                                                      self.params.vdf_checkpoints)
-        return self._vdf_cache[block_hash]
+            if self.params.vdf_iterations >= 100_000:
+                cached = self.workers.compute_vdf(block_hash)
+            else:
+                cached = compute_vdf(block_hash, self.params.vdf_iterations,
+                                     self.params.vdf_checkpoints)
+            self._vdf_cache[block_hash] = cached
+        return cached
+
+    def _prepare_block(self, block) -> Either:
+        """ChainState hook (block thread): facts of ``block`` already checked."""
+        known = self.mempool.verified
+        return Either(known, self.workers.prepare(block, self.store.state, known))
+
+    def _add_block_work(self, raw: bytes):
+        """Block thread: ``add_block``, then the VDF its child needs."""
+        result, change = self.chain.add_block(raw)
+        if change.connected or change.disconnected:
+            self.vdf_for(self.chain.tip.hash)
+        return result, change
 
     def _reset_mempool(self, change: TipChange) -> None:
         readd = [tx for block in reversed(change.disconnected) for tx in block.txs[1:]]
         confirmed = {tx.txid() for block in change.connected for tx in block.txs}
         vdf, _ = self.vdf_for(self.chain.tip.hash)
-        self.mempool.reset(self.store.state, self.chain.height, vdf, readd, confirmed)
+        written = None if change.disconnected else change.written_keys
+        self.mempool.reset(self.store.snapshot_state(), self.chain.height, vdf, readd, confirmed,
+                           written)
 
     def _after_tip_change(self, change: TipChange) -> None:
         if not change.connected and not change.disconnected:
@@ -120,30 +162,13 @@ class Node:
         self.network.announce_block(self.chain.tip.hash)
 
     # -- blocks --------------------------------------------------------------------------
-    async def process_block(self, raw: bytes) -> AddResult:
-        """Check, store and (if best) connect a block given as bytes (SPEC §10)."""
-        try:
-            verify_block_size(self.params, len(raw))
-            block = Block.decode(raw)
-        except ConsensusError as exc:
-            return AddResult(AddStatus.INVALID, b"", exc.reason)
+    async def process_block(self, raw: bytes) -> BlockResult:
+        """Check, store and (if best) connect a block given as bytes (SPEC §10); the
+        work runs in a worker thread, one block at a time."""
         async with self.block_lock:
-            entry, result = self.chain.check_block(block)
-            if result is not None:
-                return result
-            try:
-                await trio.to_thread.run_sync(self.chain.verify_body, block, entry.hash)
-            except ConsensusError as exc:
-                if exc.reason != "bad-txnmrklroot":  # a mutated body does not condemn the header
-                    self.chain.mark_failed(entry, exc.reason)
-                return AddResult(AddStatus.INVALID, entry.hash, exc.reason)
-            self.chain.store_block(entry, block.encode())
-            change = self.chain.activate_best_chain()
+            result, change = await trio.to_thread.run_sync(self._add_block_work, raw)
             self._after_tip_change(change)
-            if entry.status & FAILED:
-                return AddResult(AddStatus.INVALID, entry.hash, entry.fail_reason)
-            status = AddStatus.CONNECTED if self.chain.is_on_main(entry) else AddStatus.SIDE
-            return AddResult(status, entry.hash)
+            return result
 
     # -- transactions --------------------------------------------------------------------
     def accept_tx(self, tx: Tx) -> bytes:
@@ -171,7 +196,7 @@ class Node:
 
     def get_headers_after(self, locator: list[bytes], stop_hash: bytes, limit: int) -> list[bytes]:
         """ChainAccess: encoded main-chain headers after the locator's fork point."""
-        return [h.encode() for h in self.chain.get_headers_after(locator, stop_hash, limit)]
+        return self.chain.get_headers_after(locator, stop_hash, limit)
 
     def has_block(self, block_hash: bytes) -> bool:
         """ChainAccess: whether the block is stored (or known invalid)."""
@@ -193,27 +218,35 @@ class Node:
 
     async def submit_headers(self, headers: list[bytes]) -> HeadersResult:
         """ChainAccess: index headers (headers-first sync); which blocks to fetch."""
-        last_entry, last_hash = None, None
-        for raw in headers:
+        last_entry, last_hash, new = None, None, []
+        async with self.block_lock:
             try:
-                header = Header.decode(raw)
-            except ConsensusError as exc:
-                return HeadersResult([], last_hash, exc.reason)
-            last_hash = header.hash()
-            entry, result = self.chain.add_header(header)
-            if result is not None:
-                if result.status is AddStatus.INVALID:
-                    return HeadersResult([], last_hash, result.reason)
-                break  # orphan or not-yet: stop here, no ban
-            last_entry = entry
-            await trio.sleep(0)
-        wanted = self.chain.missing_blocks(last_entry)[:MAX_WANTED] if last_entry else []
+                for i, raw in enumerate(headers):
+                    try:
+                        header = Header.decode(raw)
+                    except ConsensusError as exc:
+                        return HeadersResult([], last_hash, exc.reason)
+                    last_hash = header.hash()
+                    known = last_hash in self.chain.entries
+                    entry, result = self.chain.add_header(header, persist=False)
+                    if result is not None:
+                        if result.status is BlockStatus.INVALID:
+                            return HeadersResult([], last_hash, result.reason)
+                        break  # orphan or not-yet: stop here, no ban
+                    if not known:
+                        new.append(entry)
+                    last_entry = entry
+                    if i % 200 == 199:
+                        await trio.sleep(0)
+            finally:
+                self.store.put_index_rows([(e.hash, e.header_bytes, e.status, e.seq)
+                                           for e in new])
+        wanted = self.chain.missing_blocks(last_entry, MAX_WANTED) if last_entry else []
         return HeadersResult(wanted, last_hash)
 
     async def submit_block(self, block: bytes) -> BlockResult:
         """ChainAccess: process a block from a peer (SPEC §10)."""
-        result = await self.process_block(block)
-        return BlockResult(_STATUS[result.status], result.block_hash, result.reason)
+        return await self.process_block(block)
 
     async def submit_tx(self, tx: bytes) -> TxResult:
         """ChainAccess: offer a peer's tx to the mempool; ``invalid`` only for stateless failures."""
@@ -255,10 +288,10 @@ class Node:
                                                   start, CHUNK, abandon_on_cancel=True)
             start += CHUNK
         result = await self.process_block(template.with_nonce(nonce).encode())
-        if result.status is AddStatus.INVALID:
+        if result.status is BlockStatus.INVALID:
             log.error("mined an invalid block: %s", result.reason)
             return None
-        return result.block_hash if result.status is AddStatus.CONNECTED else None
+        return result.block_hash if result.status is BlockStatus.CONNECTED else None
 
     async def generate(self, n: int, address: bytes) -> list[bytes]:
         """Mine ``n`` blocks on demand (RPC ``generate``)."""

@@ -61,7 +61,7 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         """SPEC §12: main-chain block hash at ``height``."""
         if not 0 <= height <= chain.height:
             raise RpcError(RPC_INVALID_PARAMETER, "block height out of range")
-        return chain.main[height].hex()
+        return chain.hash_at(height).hex()
 
     def getblock(hash_or_height) -> dict:
         """SPEC §12: header fields by name plus hash, size, txids (by hash or height)."""
@@ -136,7 +136,7 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         height = store.get_tx_height(tid)
         if height is None:
             return None
-        return {"status": "confirmed", "height": height, "block_hash": chain.main[height].hex(),
+        return {"status": "confirmed", "height": height, "block_hash": chain.hash_at(height).hex(),
                 "confirmations": chain.height - height + 1}
 
     def getrawmempool() -> list:

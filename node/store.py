@@ -9,13 +9,23 @@ Layout (one DB, ``<datadir>/chain``), key prefixes:
 - ``n`` + height     -> hash of the main-chain block at that height
 - ``x`` + txid       -> height of the main-chain block that includes it
 - ``T``              -> hash of the tip
+- ``F``              -> empty; rewritten by each ``flush`` (a synced write)
 
 Every connect or disconnect is ONE write batch holding the state changes, the undo
 record, the height and tx indexes and the tip marker (STYLE "State and storage"): after
 a crash the store is at some tip, never between two.
+
+Durability (see DESIGN.md "Node core at chain scale"): every batch goes through
+``_write``, the one place batches reach LevelDB. Batches are written to LevelDB's log
+without fsync; at most every ``sync_seconds`` (and on ``flush``/``close``) a batch is
+written with ``sync=True``, which makes it and every batch before it durable. LevelDB
+replays its log in order and keeps each batch atomic, so after a SIGKILL (the OS still
+holds every written batch) nothing is lost, and after a power failure the store is at
+the tip of some earlier batch: a valid tip, from which the node re-downloads.
 """
 
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -54,6 +64,7 @@ class StoreWriteError(StoreError, RpcError):
 
     def __str__(self) -> str:
         return self.message
+_FLUSHED = b"F"  # written with sync=True by ``flush``; its value carries nothing
 
 
 class StateBase:
@@ -80,10 +91,11 @@ class ChainStore:
 
     Opening raises ``StoreError`` (locked by another process, corrupt, unreadable);
     every write goes through ``_write`` and raises ``StoreWriteError`` on failure, after
-    calling ``on_fatal(reason)`` once so the node can stop cleanly.
+    calling ``on_fatal(reason)`` once so the node can stop cleanly. ``sync_seconds``:
+    longest time between two synced (fsync'd) batches; 0 syncs every batch.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sync_seconds: float = 1.0) -> None:
         self.path = path
         self.on_fatal: Callable[[str], None] | None = None  # set by the node
         self.failed: str | None = None  # why writes are refused, after a failed write
@@ -103,18 +115,41 @@ class ChainStore:
         except (plyvel.Error, OSError) as exc:
             raise StoreError(f"cannot open the store {path}: {_first_line(exc)}") from None
         self.state = StateBase(self.db)
+        self.sync_seconds = sync_seconds
+        self._last_sync = time.monotonic()
 
-    def _write(self, what: str, ops: list[tuple[bytes, bytes | None]]) -> None:
-        """The one place that writes: ``ops`` as ONE atomic synced batch (``None`` = delete).
+    def close(self) -> None:
+        """Make every batch durable, then close the database (idempotent)."""
+        if not self.db.closed:
+            if self.failed is None:
+                try:
+                    self.flush()
+                except StoreWriteError:
+                    pass  # already logged; what was written before stays as LevelDB has it
+            self.db.close()
+
+    def snapshot_state(self) -> "StateBase":
+        """A read-only ``StateView`` of the committed state as of now (LevelDB snapshot)."""
+        return StateBase(self.db.snapshot())
+
+    # -- the one place batches are written -----------------------------------------------
+    def _write(self, what: str, puts: dict[bytes, bytes | None] | list[tuple[bytes, bytes | None]],
+               *, sync: bool = False) -> None:
+        """Write ``puts`` (``None`` = delete) as ONE atomic LevelDB batch, synced when
+        ``sync`` or when the last synced batch is ``sync_seconds`` old.
 
         On any LevelDB error nothing of the batch is committed; the store refuses every
         later write, ``on_fatal`` is called once and ``StoreWriteError`` is raised.
+        ``what`` names the write in that message.
         """
         if self.failed is not None:
             raise StoreWriteError(self.failed)
+        items = puts.items() if isinstance(puts, dict) else puts
+        now = time.monotonic()
+        sync = sync or now - self._last_sync >= self.sync_seconds
         try:
-            with self.db.write_batch(transaction=True, sync=True) as batch:
-                for key, value in ops:
+            with self.db.write_batch(transaction=True, sync=sync) as batch:
+                for key, value in items:
                     if value is None:
                         batch.delete(key)
                     else:
@@ -128,16 +163,22 @@ class ChainStore:
                 except Exception as hook_exc:  # e.g. a node not yet fully constructed
                     log.warning("stop request after the store failure failed: %r", hook_exc)
             raise StoreWriteError(self.failed) from None
+        if sync:
+            self._last_sync = now
 
-    def close(self) -> None:
-        """Close the database (idempotent)."""
-        if not self.db.closed:
-            self.db.close()
+    def flush(self) -> None:
+        """Make every batch written so far durable (one synced write)."""
+        self._write("flush", {_FLUSHED: b""}, sync=True)
 
     # -- blocks and index ----------------------------------------------------------------
-    def put_block(self, block_hash: bytes, block_bytes: bytes) -> None:
-        """Store a block's bytes (before it is connected)."""
-        self._write("block", [(_BLOCK + block_hash, block_bytes)])
+    def put_block(self, block_hash: bytes, block_bytes: bytes,
+                  index_row: tuple[bytes, int, int] | None = None) -> None:
+        """Store a block's bytes as they arrived (before it is connected), with its index
+        row ``(header_bytes, status, seq)`` in the same batch when given."""
+        puts = {_BLOCK + block_hash: block_bytes}
+        if index_row is not None:
+            puts[_INDEX + block_hash] = packb(list(index_row))
+        self._write("block", puts)
 
     def get_block(self, block_hash: bytes) -> bytes | None:
         """Canonical bytes of a stored block."""
@@ -149,7 +190,12 @@ class ChainStore:
 
     def put_index(self, block_hash: bytes, header_bytes: bytes, status: int, seq: int) -> None:
         """Store or update a block index entry."""
-        self._write("index", [(_INDEX + block_hash, packb([header_bytes, status, seq]))])
+        self._write("index", {_INDEX + block_hash: packb([header_bytes, status, seq])})
+
+    def put_index_rows(self, rows: list[tuple[bytes, bytes, int, int]]) -> None:
+        """Store or update many index entries ``(hash, header_bytes, status, seq)`` in one
+        batch (headers-first sync indexes up to 2000 headers at a time)."""
+        self._write("index", {_INDEX + h: packb([hb, st, sq]) for h, hb, st, sq in rows})
 
     def iter_index(self) -> Iterator[tuple[bytes, bytes, int, int]]:
         """Every index entry as ``(hash, header_bytes, status, seq)``."""
@@ -178,23 +224,26 @@ class ChainStore:
 
     def commit_connect(self, block_hash: bytes, height: int, changes: dict[bytes, bytes | None],
                        undo: dict[bytes, bytes | None], txids: list[bytes]) -> None:
-        """Connect a block as the new tip: one atomic, synced write batch."""
-        ops = [(_STATE + k, v) for k, v in changes.items()]
-        ops.append((_UNDO + block_hash, encode_undo(undo)))
-        ops.append((_HEIGHT + height.to_bytes(8, "big"), block_hash))
-        ops += [(_TXINDEX + txid, height.to_bytes(8, "big")) for txid in txids]
-        ops.append((_TIP, block_hash))
-        self._write("connect", ops)
+        """Connect a block as the new tip: one atomic write batch."""
+        puts = {_STATE + k: v for k, v in changes.items()}
+        puts[_UNDO + block_hash] = encode_undo(undo)
+        puts[_HEIGHT + height.to_bytes(8, "big")] = block_hash
+        h = height.to_bytes(8, "big")
+        for txid in txids:
+            puts[_TXINDEX + txid] = h
+        puts[_TIP] = block_hash
+        self._write("connect", puts)
 
     def commit_disconnect(self, block_hash: bytes, height: int, parent_hash: bytes,
                           undo: dict[bytes, bytes | None], txids: list[bytes]) -> None:
-        """Disconnect the tip back to ``parent_hash``: one atomic, synced write batch."""
-        ops = [(_STATE + k, v) for k, v in undo.items()]
-        ops.append((_UNDO + block_hash, None))
-        ops.append((_HEIGHT + height.to_bytes(8, "big"), None))
-        ops += [(_TXINDEX + txid, None) for txid in txids]
-        ops.append((_TIP, parent_hash))
-        self._write("disconnect", ops)
+        """Disconnect the tip back to ``parent_hash``: one atomic write batch."""
+        puts: dict[bytes, bytes | None] = {_STATE + k: v for k, v in undo.items()}
+        puts[_UNDO + block_hash] = None
+        puts[_HEIGHT + height.to_bytes(8, "big")] = None
+        for txid in txids:
+            puts[_TXINDEX + txid] = None
+        puts[_TIP] = parent_hash
+        self._write("disconnect", puts)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,13 +12,14 @@ from typing import Protocol
 
 
 class BlockStatus(enum.Enum):
-    """Outcome of handing a block to the node."""
+    """Outcome of handing a block to the node (the node's own result type too)."""
 
     CONNECTED = "connected"  # now on the best chain (tip advanced or reorganised to it)
     SIDE = "side"  # valid so far, stored on a side chain
     ORPHAN = "orphan"  # parent unknown: p2p asks the peer for headers
     KNOWN = "known"  # already had it
     INVALID = "invalid"  # consensus failure: p2p bans the sender
+    NOT_YET = "not-yet"  # acceptable later (timestamp too far ahead): dropped, no ban
 
 
 @dataclass(frozen=True)
