@@ -78,13 +78,15 @@ def run_all(n_txs: int = 10_000, senders: int = 100) -> None:
         proc, url, auth = _start(Path(tmp) / "node", genesis)
         try:
             with httpx.Client(auth=auth, timeout=120) as client:
-                start = time.perf_counter()
+                start = None
                 for i in range(0, n_txs, 100):
                     batch = [{"jsonrpc": "2.0", "id": j, "method": "sendrawtransaction",
                               "params": [tx.encode().hex()]}
                              for j, tx in enumerate(txs[i:i + 100])]
                     client.post(url, json=batch)
-                submit = n_txs / (time.perf_counter() - start)
+                    if start is None:  # the first batch also starts the worker processes
+                        start = time.perf_counter()
+                submit = (n_txs - 100) / (time.perf_counter() - start)
                 triples = [(t.sender, t.signing_message(gh), t.sig) for t in txs]
                 t0 = time.perf_counter()
                 for pk, msg, sig in triples:
