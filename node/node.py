@@ -118,7 +118,12 @@ class Node:
     def _prepare_block(self, block) -> Either:
         """ChainState hook (block thread): facts of ``block`` already checked."""
         known = self.mempool.verified
-        return Either(known, self.workers.prepare(block, self.store.state, known))
+        try:
+            checked = self.workers.prepare(block, self.store.state, known)
+        except Exception as exc:  # a broken worker pool: consensus checks everything inline
+            log.warning("worker pre-check failed (%s); checking inline", exc)
+            checked = set()
+        return Either(known, checked)
 
     def _add_block_work(self, raw: bytes):
         """Block thread: ``add_block``, then the VDF its child needs."""
