@@ -165,10 +165,14 @@ class Dispatcher:
     in the trio thread, `async def` ones are awaited. Results must be JSON-encodable.
     """
 
-    def __init__(self, methods: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(self, methods: Mapping[str, Callable[..., Any]],
+                 batch_hook: Callable[[list], Any] | None = None) -> None:
         self._methods = {
             name: _Method(name, func, _signature(func)) for name, func in methods.items()
         }
+        # awaited with the whole batch (a list of raw request objects) before it runs,
+        # e.g. to check a batch's signatures in parallel; must not raise
+        self._batch_hook = batch_hook
 
     async def handle_body(self, body: bytes) -> bytes | None:
         """Answer one HTTP body: a request object or a batch array.
@@ -188,6 +192,8 @@ class Dispatcher:
         if len(request) > MAX_BATCH:
             return _error(None, INVALID_REQUEST,
                           f"invalid request: batch of {len(request)} > {MAX_BATCH}").encode()
+        if self._batch_hook is not None:
+            await self._batch_hook(request)
         replies = []
         for item in request:
             reply = await self.handle_request(item)

@@ -56,12 +56,13 @@ class RpcServer:
         port: int = 0,
         cookie_path: Path,
         max_body_bytes: int = MAX_BODY_BYTES,
+        batch_hook: Callable[[list], Any] | None = None,
     ) -> None:
         self.host = host
         self.port: int | None = None  # the bound port, once serving
         self._requested_port = port
         self.cookie_path = Path(cookie_path)
-        self._dispatcher = Dispatcher(methods)
+        self._dispatcher = Dispatcher(methods, batch_hook)
         self.max_body_bytes = max_body_bytes
         self._credentials = b""
         self._shutdown = trio.Event()

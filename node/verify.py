@@ -97,6 +97,16 @@ class WorkerPool:
                                 self.params.vdf_iterations, self.params.vdf_checkpoints)
         return triples, segments
 
+    def verify_many(self, triples: list[tuple[bytes, bytes, bytes]]) -> list:
+        """The valid ones of ``triples``, checked across the worker processes (blocking:
+        call it from a thread)."""
+        if self._pool is None or len(triples) < MIN_PARALLEL:
+            return [t for t in triples if keys.verify(*t)]
+        chunk = max(1, -(-len(triples) // self.workers))
+        parts = [triples[i:i + chunk] for i in range(0, len(triples), chunk)]
+        futures = [self._pool.submit(verify_triples, part) for part in parts]
+        return [t for part, f in zip(parts, futures) for t, ok in zip(part, f.result()) if ok]
+
     def prepare(self, block: Block, state: StateView, known: Container) -> set:
         """Facts of ``block`` checked valid in parallel (see module docstring)."""
         triples, segments = self.collect(block, state, known)
