@@ -13,6 +13,7 @@ import trio
 from p2p import messages
 from p2p.bans import BanList
 from p2p.download import BlockDownload
+from p2p.eviction import Candidate, select_victim
 from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
 from p2p.interface import ChainAccess
 from p2p.messages import MAX_ADDRS
@@ -26,6 +27,9 @@ RECONNECT_MAX = 30.0  # cap of the doubling redial delay
 BAN_SCORE = 100  # misbehaviour points that get an IP banned (Bitcoin Core's threshold)
 SCORE_HALF_LIFE = 600.0  # seconds for an IP's misbehaviour score to halve
 HEADERS_CACHE_ENTRIES = 16  # framed headers replies kept (per tip, locator, stop)
+MAX_PENDING = 32  # inbound sockets not yet handshaken (the oldest is dropped beyond)
+MAX_PENDING_PER_IP = 8  # of those, from one IP
+MAX_INBOUND_PER_IP = 16  # inbound connections (any state) from one IP; devnets use 127.0.0.1
 
 
 def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
@@ -63,7 +67,7 @@ class Network:
         self.node_nonce = secrets.randbits(64)
         self.ban_seconds = ban_seconds
         self.user_agent = user_agent
-        self.max_peers = max_peers  # inbound connections are refused beyond this many
+        self.max_peers = max_peers  # handshaken inbound peers; outbound are never counted
         self.handshake_timeout = handshake_timeout  # seconds, dial + hello
         self.idle_timeout = idle_timeout  # seconds a peer may stay silent
         self.bans = BanList()
@@ -73,6 +77,7 @@ class Network:
         self._peers: dict[int, Peer] = {}  # handshaken peers by id
         self._by_nonce: dict[int, Peer] = {}
         self._connections = 0  # open sockets, handshaken or not
+        self._pending: dict[int, Peer] = {}  # inbound sockets before their hello, oldest first
         self._next_peer_id = 0
         self._scores: dict[str, tuple[float, float]] = {}  # ip -> (score, trio time)
         self._headers_cache: OrderedDict[tuple, bytes] = OrderedDict()
@@ -156,6 +161,9 @@ class Network:
                 old.close("duplicate connection (replaced)")
             else:
                 raise PeerDisconnect("duplicate connection")
+        if peer.inbound:
+            self._make_inbound_room()
+        self._pending.pop(peer.peer_id, None)
         self._peers[peer.peer_id] = peer
         self._by_nonce[nonce] = peer
         self.download.add_peer(peer)
@@ -226,7 +234,40 @@ class Network:
                 frame = messages.build_inventory("inv", [(kind, item_hash)])
             peer.send_frame(frame)
 
+    def _make_inbound_room(self) -> None:
+        """Evict one inbound peer if every inbound slot is taken; PeerDisconnect if none can go."""
+        inbound = [p for p in self._peers.values() if p.inbound]
+        if len(inbound) < self.max_peers:
+            return
+        victim_id = select_victim([
+            Candidate(p.peer_id, p.ip, p.connected_at, p.ping_rtt, p.last_block_at, p.last_tx_at)
+            for p in inbound
+        ])
+        if victim_id is None:
+            raise PeerDisconnect(f"all {self.max_peers} inbound slots are taken")
+        victim = self._peers[victim_id]
+        logger.info("evicting inbound peer %s to make room", victim.address)
+        victim.close("evicted for a new inbound peer")
+        self._unregister(victim)
+
+    def _admit_inbound(self, ip: str) -> str:
+        """Why an inbound socket from `ip` is refused now ("" = admitted)."""
+        if self.bans.is_banned(ip):
+            return "banned"
+        pending_here = sum(1 for p in self._pending.values() if p.ip == ip)
+        if pending_here >= MAX_PENDING_PER_IP:
+            return f"{pending_here} handshakes pending from this address"
+        from_ip = pending_here + sum(1 for p in self._peers.values() if p.inbound and p.ip == ip)
+        if from_ip >= MAX_INBOUND_PER_IP:
+            return f"{from_ip} connections from this address"
+        if len(self._pending) >= MAX_PENDING:  # reclaim the oldest half-open slot
+            oldest = next(iter(self._pending.values()))
+            oldest.close("handshake slot reclaimed")
+            self._pending.pop(oldest.peer_id, None)
+        return ""
+
     def _unregister(self, peer: Peer) -> None:
+        self._pending.pop(peer.peer_id, None)
         self._peers.pop(peer.peer_id, None)
         self.download.remove_peer(peer)
         nonce = peer.node_nonce
@@ -246,12 +287,9 @@ class Network:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        if self.bans.is_banned(ip):
-            logger.debug("refusing banned %s", format_address(ip, port))
-            await trio.aclose_forcefully(stream)
-            return
-        if self._connections >= self.max_peers:
-            logger.info("refusing %s: %d connections", format_address(ip, port), self._connections)
+        refusal = self._admit_inbound(ip)
+        if refusal:
+            logger.debug("refusing %s: %s", format_address(ip, port), refusal)
             await trio.aclose_forcefully(stream)
             return
         await self._run_connection(stream, ip, port, inbound=True, target=None)
@@ -309,6 +347,8 @@ class Network:
         self._next_peer_id += 1
         peer = Peer(self._next_peer_id, stream, ip, port, inbound=inbound, target=target)
         self._connections += 1
+        if inbound:
+            self._pending[peer.peer_id] = peer
         try:
             with peer.cancel_scope:
                 async with trio.open_nursery() as nursery:
