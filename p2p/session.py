@@ -155,6 +155,9 @@ class PeerSession:
         next_sync_check = last_heard + SYNC_CHECK_SECONDS
         pinged = False
         while True:
+            # One message per turn: every peer (and RPC) gets the loop between messages,
+            # and a peer closed meanwhile (banned, evicted) stops here (Cancelled).
+            await trio.lowlevel.checkpoint()
             idle_deadline = last_heard + (idle if pinged else idle / 2)
             stall_deadline = self._stall_deadline()
             message = None
