@@ -189,7 +189,7 @@ class Network:
             self._scores = dict(sorted(self._scores.items(), key=lambda kv: -kv[1][0])[:2048])
         if score < BAN_SCORE:
             self._scores[peer.ip] = (score, now)
-            logger.info("peer %s: %s (+%d, score %.0f)", peer.address, reason, points, score)
+            logger.debug("peer %s: %s (+%d, score %.0f)", peer.address, reason, points, score)
             return
         self._scores.pop(peer.ip, None)
         self.bans.ban(peer.ip, self.ban_seconds)
