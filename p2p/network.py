@@ -11,6 +11,7 @@ from functools import partial
 import trio
 
 from p2p import messages
+from p2p.addrbook import AddressBook
 from p2p.bans import BanList
 from p2p.download import BlockDownload
 from p2p.eviction import Candidate, select_victim
@@ -30,6 +31,8 @@ HEADERS_CACHE_ENTRIES = 16  # framed headers replies kept (per tip, locator, sto
 MAX_PENDING = 32  # inbound sockets not yet handshaken (the oldest is dropped beyond)
 MAX_PENDING_PER_IP = 8  # of those, from one IP
 MAX_INBOUND_PER_IP = 16  # inbound connections (any state) from one IP; devnets use 127.0.0.1
+MAX_DISCOVERED_OUTBOUND = 8  # outbound connections to addresses learned from `addr`
+DISCOVERY_TICK = 1.0  # seconds between looks for addresses to dial
 
 
 def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
@@ -59,6 +62,7 @@ class Network:
         max_peers: int = 64,
         handshake_timeout: float = 10,
         idle_timeout: float = 120,
+        discover: bool = True,
     ) -> None:
         self.chain = chain
         self.host = host
@@ -71,6 +75,10 @@ class Network:
         self.handshake_timeout = handshake_timeout  # seconds, dial + hello
         self.idle_timeout = idle_timeout  # seconds a peer may stay silent
         self.bans = BanList()
+        self.discover = discover  # dial addresses learned from `addr` (up to 8)
+        self.addresses = AddressBook()
+        self._discovered: set[tuple[str, int]] = set()  # being dialled or connected
+        self._discovery_wake = trio.Event()
         self.download = BlockDownload(chain)  # shared block download scheduler
         self._targets: list[tuple[str, int]] = []
         self._target_nonce: dict[tuple[str, int], int] = {}
@@ -104,6 +112,8 @@ class Network:
                     )
                 )
                 nursery.start_soon(self.download.run)
+                if self.discover:
+                    nursery.start_soon(self._discover)
                 for target in self._targets:
                     nursery.start_soon(self._maintain_outbound, target)
                 logger.info("p2p listening on %s", format_address(self.host, self.listen_port))
@@ -169,13 +179,22 @@ class Network:
         self.download.add_peer(peer)
 
     def known_addresses(self) -> list[tuple[str, int]]:
-        """Listen addresses of handshaken peers (at most 1000), for `addr`."""
-        seen: list[tuple[str, int]] = []
+        """Listen addresses of handshaken peers, then learned ones (at most 1000), for `addr`."""
+        seen: dict[tuple[str, int], None] = {}
         for peer in self._peers.values():
             address = peer.listen_address
-            if address is not None and address not in seen:
-                seen.append(address)
-        return seen[:MAX_ADDRS]
+            if address is not None:
+                seen[address] = None
+        for address in self.addresses.sample(MAX_ADDRS):
+            seen[address] = None
+        return list(seen)[:MAX_ADDRS]
+
+    def addresses_received(self, peer: Peer, addresses: list[tuple[str, int]]) -> None:
+        """Remember addresses a peer sent in `addr`; wake discovery if any were new."""
+        ours = (self.host, self.listen_port)
+        addresses = [a for a in addresses if a != ours]
+        if self.addresses.add(addresses, trio.current_time()):
+            self._discovery_wake.set()
 
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
         """Add `points` to the score of `peer`'s IP (halving every 10 min); ban at 100.
@@ -293,6 +312,35 @@ class Network:
             await trio.aclose_forcefully(stream)
             return
         await self._run_connection(stream, ip, port, inbound=True, target=None)
+
+    async def _discover(self) -> None:
+        """Keep up to MAX_DISCOVERED_OUTBOUND connections to addresses learned from `addr`."""
+        while True:
+            with trio.move_on_after(DISCOVERY_TICK):
+                await self._discovery_wake.wait()
+            self._discovery_wake = trio.Event()
+            room = MAX_DISCOVERED_OUTBOUND - len(self._discovered)
+            if room <= 0 or self._nursery is None:
+                continue
+            busy = {p.listen_address for p in self._peers.values() if p.listen_address}
+            busy |= set(self._targets) | self._discovered | {(self.host, self.listen_port)}
+            now = trio.current_time()
+            for address in self.addresses.candidates(now, busy)[:room]:
+                if self.bans.is_banned(address[0]):
+                    continue
+                self._discovered.add(address)
+                self.addresses.attempt(address, now)
+                self._nursery.start_soon(self._dial_discovered, address)
+
+    async def _dial_discovered(self, address: tuple[str, int]) -> None:
+        try:
+            peer = await self._dial(*address)
+            if peer is not None and peer.self_connection:
+                self.addresses.mark_ours(address)
+            else:
+                self.addresses.result(address, peer is not None and peer.hello is not None)
+        finally:
+            self._discovered.discard(address)
 
     async def _maintain_outbound(self, target: tuple[str, int]) -> None:
         host, port = target

@@ -36,6 +36,8 @@ GETHEADERS_RATE = 20.0  # getheaders served per second per peer (token bucket)..
 GETHEADERS_BURST = 100.0  # ...with this burst
 SCORE_FLOOD = 10  # misbehaviour points: a request over the rate or before reading our reply
 SCORE_NOT_READING = 50  # misbehaviour points: send buffer full for SEND_STALL_SECONDS
+ADDR_RATE = 0.1  # addresses accepted per second per peer (token bucket, as Bitcoin Core)...
+ADDR_BURST = 1000.0  # ...with this burst; the rest of an `addr` is ignored
 
 
 class SessionHost(Protocol):
@@ -55,6 +57,10 @@ class SessionHost(Protocol):
 
     def known_addresses(self) -> list[tuple[str, int]]:
         """Listen addresses of connected peers, for `addr` replies."""
+        ...
+
+    def addresses_received(self, peer: Peer, addresses: list[tuple[str, int]]) -> None:
+        """Remember addresses a peer sent in `addr` (for discovery and `addr` replies)."""
         ...
 
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
@@ -85,6 +91,8 @@ class PeerSession:
         self._getheaders_tokens = GETHEADERS_BURST
         self._tokens_at = trio.current_time()
         self._answered_getaddr = False
+        self._addr_tokens = ADDR_BURST
+        self._addr_tokens_at = trio.current_time()
         self._ping_nonce: int | None = None
         self._ping_sent_at = 0.0
         self._handlers = {
@@ -119,6 +127,8 @@ class PeerSession:
         )
         self._request_headers()
         self._send_ping()  # measures the round trip (eviction keeps the fastest peers)
+        if not self._peer.inbound:  # ask outbound peers for more (as Bitcoin Core)
+            self._peer.send_frame(messages.build_getaddr())
         await self._message_loop()
 
     def _our_hello(self) -> Hello:
@@ -352,4 +362,11 @@ class PeerSession:
         self._peer.send_frame(messages.build_addr(self._host.known_addresses()))
 
     async def _on_addr(self, addresses: list[tuple[str, int]]) -> None:
-        logger.debug("peer %s: %d addresses (not acted on)", self._peer.address, len(addresses))
+        now = trio.current_time()
+        self._addr_tokens = min(ADDR_BURST,
+                                self._addr_tokens + (now - self._addr_tokens_at) * ADDR_RATE)
+        self._addr_tokens_at = now
+        accepted = addresses[: int(self._addr_tokens)]
+        self._addr_tokens -= len(accepted)
+        if accepted:
+            self._host.addresses_received(self._peer, accepted)
