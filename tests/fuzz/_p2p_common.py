@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import msgpack
 
-from p2p import decode, messages
+from p2p import decode
 from p2p.errors import ProtocolViolation
 
 H1, H2 = b"\x01" * 32, b"\x02" * 32
