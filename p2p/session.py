@@ -87,6 +87,7 @@ class PeerSession:
         self._download = host.download
         self._stall_timeout = STALL_FACTOR * host.idle_timeout
         self._headers_asked_at: float | None = None
+        self._caught_up_height = -1  # peer height at which its headers gave us nothing new
         self._headers_reply_end = 0  # peer.total_queued just after our last headers reply
         self._getheaders_tokens = GETHEADERS_BURST
         self._tokens_at = trio.current_time()
@@ -213,8 +214,11 @@ class PeerSession:
         self._headers_asked_at = trio.current_time()
 
     def _check_sync(self) -> None:
-        """Safety net: a peer ahead of us with nothing to fetch from it gets a getheaders."""
-        if self._peer.height > self._chain.best_height() and self._download.is_idle(self._peer):
+        """Safety net: a peer ahead of us with nothing to fetch from it gets a getheaders
+        (not again at the same height once its headers gave us nothing new)."""
+        height = self._peer.height
+        if (height > max(self._chain.best_height(), self._caught_up_height)
+                and self._download.is_idle(self._peer)):
             self._request_headers()
 
     def _note_height(self, height: int | None) -> None:
@@ -344,11 +348,14 @@ class PeerSession:
     async def _on_headers(self, headers: Headers) -> None:
         self._headers_asked_at = None
         if not headers.items:
+            self._caught_up_height = self._peer.height  # it has nothing more for us
             return
         self._note_height(headers.last_height)
         result = await self._chain.submit_headers(headers.items)
         if result.invalid_reason:
             raise ProtocolViolation(f"invalid headers: {result.invalid_reason}")
+        if not result.wanted:
+            self._caught_up_height = self._peer.height  # e.g. a longer chain with less work
         for block_hash in result.wanted:
             self._peer.known.add(block_hash)
         self._download.add_wanted(self._peer, result.wanted, headers.items[-1])
