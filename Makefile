@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv test demo bench fuzz stress clean
+.PHONY: all venv test demo bench fuzz stress stress-p2p clean
 
 all: test
 
@@ -35,3 +35,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .devnet .devnet-demo build *.egg-info
+
+# The hostile-peer suite at the issue's full size (64 flooding peers, 2000-header replies).
+stress-p2p: $(STAMP)
+	MICROCASH_HOSTILE_FULL=1 $(BIN)/python -m pytest -q tests/functional/test_p2p_hostile.py

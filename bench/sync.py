@@ -77,12 +77,38 @@ def bench_sync(blocks: int) -> tuple[float, float]:
     return blocks / elapsed, blocks / reference
 
 
+def bench_p2p_only(blocks: int) -> float:
+    """Blocks/s of the p2p layer alone: two Networks over loopback in one process, each
+    on the tests' in-memory FakeChain (no consensus checks), both ends on one core."""
+    from tests.unit.test_p2p_fakechain import FakeChain, start_network
+
+    async def main() -> float:
+        source, fresh = FakeChain(), FakeChain()
+        source.mine(blocks)
+        async with trio.open_nursery() as nursery:
+            server = await start_network(nursery, source)
+            start = time.perf_counter()
+            await start_network(nursery, fresh, connect=[("127.0.0.1", server.listen_port)])
+            with trio.fail_after(max(120.0, blocks / 50)):
+                while fresh.best_height() < blocks:
+                    await trio.sleep(0.02)
+            elapsed = time.perf_counter() - start
+            nursery.cancel_scope.cancel()
+        return blocks / elapsed
+
+    return trio.run(main)
+
+
 def run_all(blocks: int = 20_000) -> None:
-    """Print the sync figure beside the in-process reference."""
+    """Print the sync figure beside the in-process reference, and the p2p layer's own rate."""
     figure, reference = bench_sync(blocks)
     print(f"{'sync: ' + str(blocks) + ' blocks, 2 processes':<38} {figure:>12,.0f}/s   "
           f"{'in-process submit_block':<30} {reference:>12,.0f}/s   "
           f"ratio {figure / reference:5.2f}")
+    p2p_only = bench_p2p_only(blocks)
+    print(f"{'sync: p2p layer only (fake chain)':<38} {p2p_only:>12,.0f}/s   "
+          f"{'in-process submit_block':<30} {reference:>12,.0f}/s   "
+          f"ratio {p2p_only / reference:5.2f}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ LOW_WATER = 256  # refill the queue from the peers' header tips below this many 
 SCAN_WINDOW = 1024  # queued hashes looked at when choosing work for one peer
 STALL_SECONDS = 5.0  # no block for this long with requests outstanding = stalling
 TICK_SECONDS = 0.5  # how often stalls are checked
+PROGRESS_SECONDS = 10.0  # how often download progress is logged while blocks arrive
 
 
 @dataclass(eq=False)
@@ -170,9 +171,15 @@ class BlockDownload:
 
     async def run(self) -> None:
         """Refill the queue from peers' header tips and reassign stalled requests, forever."""
+        logged_at, logged_blocks = trio.current_time(), 0
         while True:
             with trio.move_on_after(TICK_SECONDS):
                 await self._refill.wait()
+            now = trio.current_time()
+            if now - logged_at >= PROGRESS_SECONDS:
+                if self.blocks_received > logged_blocks:
+                    self._log_progress((self.blocks_received - logged_blocks) / (now - logged_at))
+                logged_at, logged_blocks = now, self.blocks_received
             if self._refill.is_set():
                 self._refill = trio.Event()
                 await self._refill_from_tips()
@@ -197,6 +204,14 @@ class BlockDownload:
             self._dispatch()
 
     # --- internals ------------------------------------------------------------------
+
+    def _log_progress(self, rate: float) -> None:
+        best_known = max((s.peer.height for s in self._peers.values()), default=0)
+        logger.info(
+            "download: height %d of %d announced, %.0f blocks/s, %d in flight from %d peers,"
+            " %d queued", self.chain.best_height(), best_known, rate, len(self._in_flight),
+            sum(1 for s in self._peers.values() if s.in_flight), self.queued(),
+        )
 
     def _add(self, pid: int, hashes: Iterable[bytes]) -> None:
         for block_hash in hashes:

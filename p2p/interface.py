@@ -96,7 +96,13 @@ class ChainAccess(Protocol):
         ...
 
     async def submit_headers(self, headers: list[bytes]) -> HeadersResult:
-        """Validate and store a batch of headers received from a peer."""
+        """Validate and store a batch of headers received from a peer.
+
+        `wanted` lists blocks still missing on the path to the last header, oldest first
+        (the node may cap it, e.g. at 2000). Headers already known are accepted again, so
+        p2p re-submits one known header to ask which blocks below it are still missing:
+        that is how block download continues past the cap (p2p.download).
+        """
         ...
 
     async def submit_block(self, block: bytes) -> BlockResult:

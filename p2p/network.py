@@ -11,8 +11,10 @@ from functools import partial
 import trio
 
 from p2p import messages
+from p2p.addrbook import AddressBook
 from p2p.bans import BanList
 from p2p.download import BlockDownload
+from p2p.eviction import Candidate, select_victim
 from p2p.errors import PeerDisconnect, ProtocolViolation, SelfConnection
 from p2p.interface import ChainAccess
 from p2p.messages import MAX_ADDRS
@@ -26,6 +28,11 @@ RECONNECT_MAX = 30.0  # cap of the doubling redial delay
 BAN_SCORE = 100  # misbehaviour points that get an IP banned (Bitcoin Core's threshold)
 SCORE_HALF_LIFE = 600.0  # seconds for an IP's misbehaviour score to halve
 HEADERS_CACHE_ENTRIES = 16  # framed headers replies kept (per tip, locator, stop)
+MAX_PENDING = 32  # inbound sockets not yet handshaken (the oldest is dropped beyond)
+MAX_PENDING_PER_IP = 8  # of those, from one IP
+MAX_INBOUND_PER_IP = 16  # inbound connections (any state) from one IP; devnets use 127.0.0.1
+MAX_DISCOVERED_OUTBOUND = 8  # outbound connections to addresses learned from `addr`
+DISCOVERY_TICK = 1.0  # seconds between looks for addresses to dial
 
 
 def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
@@ -55,6 +62,7 @@ class Network:
         max_peers: int = 64,
         handshake_timeout: float = 10,
         idle_timeout: float = 120,
+        discover: bool = True,
     ) -> None:
         self.chain = chain
         self.host = host
@@ -63,16 +71,21 @@ class Network:
         self.node_nonce = secrets.randbits(64)
         self.ban_seconds = ban_seconds
         self.user_agent = user_agent
-        self.max_peers = max_peers  # inbound connections are refused beyond this many
+        self.max_peers = max_peers  # handshaken inbound peers; outbound are never counted
         self.handshake_timeout = handshake_timeout  # seconds, dial + hello
         self.idle_timeout = idle_timeout  # seconds a peer may stay silent
         self.bans = BanList()
+        self.discover = discover  # dial addresses learned from `addr` (up to 8)
+        self.addresses = AddressBook()
+        self._discovered: set[tuple[str, int]] = set()  # being dialled or connected
+        self._discovery_wake = trio.Event()
         self.download = BlockDownload(chain)  # shared block download scheduler
         self._targets: list[tuple[str, int]] = []
         self._target_nonce: dict[tuple[str, int], int] = {}
         self._peers: dict[int, Peer] = {}  # handshaken peers by id
         self._by_nonce: dict[int, Peer] = {}
         self._connections = 0  # open sockets, handshaken or not
+        self._pending: dict[int, Peer] = {}  # inbound sockets before their hello, oldest first
         self._next_peer_id = 0
         self._scores: dict[str, tuple[float, float]] = {}  # ip -> (score, trio time)
         self._headers_cache: OrderedDict[tuple, bytes] = OrderedDict()
@@ -99,6 +112,8 @@ class Network:
                     )
                 )
                 nursery.start_soon(self.download.run)
+                if self.discover:
+                    nursery.start_soon(self._discover)
                 for target in self._targets:
                     nursery.start_soon(self._maintain_outbound, target)
                 logger.info("p2p listening on %s", format_address(self.host, self.listen_port))
@@ -156,18 +171,30 @@ class Network:
                 old.close("duplicate connection (replaced)")
             else:
                 raise PeerDisconnect("duplicate connection")
+        if peer.inbound:
+            self._make_inbound_room()
+        self._pending.pop(peer.peer_id, None)
         self._peers[peer.peer_id] = peer
         self._by_nonce[nonce] = peer
         self.download.add_peer(peer)
 
     def known_addresses(self) -> list[tuple[str, int]]:
-        """Listen addresses of handshaken peers (at most 1000), for `addr`."""
-        seen: list[tuple[str, int]] = []
+        """Listen addresses of handshaken peers, then learned ones (at most 1000), for `addr`."""
+        seen: dict[tuple[str, int], None] = {}
         for peer in self._peers.values():
             address = peer.listen_address
-            if address is not None and address not in seen:
-                seen.append(address)
-        return seen[:MAX_ADDRS]
+            if address is not None:
+                seen[address] = None
+        for address in self.addresses.sample(MAX_ADDRS):
+            seen[address] = None
+        return list(seen)[:MAX_ADDRS]
+
+    def addresses_received(self, peer: Peer, addresses: list[tuple[str, int]]) -> None:
+        """Remember addresses a peer sent in `addr`; wake discovery if any were new."""
+        ours = (self.host, self.listen_port)
+        addresses = [a for a in addresses if a != ours]
+        if self.addresses.add(addresses, trio.current_time()):
+            self._discovery_wake.set()
 
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
         """Add `points` to the score of `peer`'s IP (halving every 10 min); ban at 100.
@@ -181,7 +208,7 @@ class Network:
             self._scores = dict(sorted(self._scores.items(), key=lambda kv: -kv[1][0])[:2048])
         if score < BAN_SCORE:
             self._scores[peer.ip] = (score, now)
-            logger.info("peer %s: %s (+%d, score %.0f)", peer.address, reason, points, score)
+            logger.debug("peer %s: %s (+%d, score %.0f)", peer.address, reason, points, score)
             return
         self._scores.pop(peer.ip, None)
         self.bans.ban(peer.ip, self.ban_seconds)
@@ -226,7 +253,40 @@ class Network:
                 frame = messages.build_inventory("inv", [(kind, item_hash)])
             peer.send_frame(frame)
 
+    def _make_inbound_room(self) -> None:
+        """Evict one inbound peer if every inbound slot is taken; PeerDisconnect if none can go."""
+        inbound = [p for p in self._peers.values() if p.inbound]
+        if len(inbound) < self.max_peers:
+            return
+        victim_id = select_victim([
+            Candidate(p.peer_id, p.ip, p.connected_at, p.ping_rtt, p.last_block_at, p.last_tx_at)
+            for p in inbound
+        ])
+        if victim_id is None:
+            raise PeerDisconnect(f"all {self.max_peers} inbound slots are taken")
+        victim = self._peers[victim_id]
+        logger.info("evicting inbound peer %s to make room", victim.address)
+        victim.close("evicted for a new inbound peer")
+        self._unregister(victim)
+
+    def _admit_inbound(self, ip: str) -> str:
+        """Why an inbound socket from `ip` is refused now ("" = admitted)."""
+        if self.bans.is_banned(ip):
+            return "banned"
+        pending_here = sum(1 for p in self._pending.values() if p.ip == ip)
+        if pending_here >= MAX_PENDING_PER_IP:
+            return f"{pending_here} handshakes pending from this address"
+        from_ip = pending_here + sum(1 for p in self._peers.values() if p.inbound and p.ip == ip)
+        if from_ip >= MAX_INBOUND_PER_IP:
+            return f"{from_ip} connections from this address"
+        if len(self._pending) >= MAX_PENDING:  # reclaim the oldest half-open slot
+            oldest = next(iter(self._pending.values()))
+            oldest.close("handshake slot reclaimed")
+            self._pending.pop(oldest.peer_id, None)
+        return ""
+
     def _unregister(self, peer: Peer) -> None:
+        self._pending.pop(peer.peer_id, None)
         self._peers.pop(peer.peer_id, None)
         self.download.remove_peer(peer)
         nonce = peer.node_nonce
@@ -246,15 +306,41 @@ class Network:
         except OSError:
             await trio.aclose_forcefully(stream)
             return
-        if self.bans.is_banned(ip):
-            logger.debug("refusing banned %s", format_address(ip, port))
-            await trio.aclose_forcefully(stream)
-            return
-        if self._connections >= self.max_peers:
-            logger.info("refusing %s: %d connections", format_address(ip, port), self._connections)
+        refusal = self._admit_inbound(ip)
+        if refusal:
+            logger.debug("refusing %s: %s", format_address(ip, port), refusal)
             await trio.aclose_forcefully(stream)
             return
         await self._run_connection(stream, ip, port, inbound=True, target=None)
+
+    async def _discover(self) -> None:
+        """Keep up to MAX_DISCOVERED_OUTBOUND connections to addresses learned from `addr`."""
+        while True:
+            with trio.move_on_after(DISCOVERY_TICK):
+                await self._discovery_wake.wait()
+            self._discovery_wake = trio.Event()
+            room = MAX_DISCOVERED_OUTBOUND - len(self._discovered)
+            if room <= 0 or self._nursery is None:
+                continue
+            busy = {p.listen_address for p in self._peers.values() if p.listen_address}
+            busy |= set(self._targets) | self._discovered | {(self.host, self.listen_port)}
+            now = trio.current_time()
+            for address in self.addresses.candidates(now, busy)[:room]:
+                if self.bans.is_banned(address[0]):
+                    continue
+                self._discovered.add(address)
+                self.addresses.attempt(address, now)
+                self._nursery.start_soon(self._dial_discovered, address)
+
+    async def _dial_discovered(self, address: tuple[str, int]) -> None:
+        try:
+            peer = await self._dial(*address)
+            if peer is not None and peer.self_connection:
+                self.addresses.mark_ours(address)
+            else:
+                self.addresses.result(address, peer is not None and peer.hello is not None)
+        finally:
+            self._discovered.discard(address)
 
     async def _maintain_outbound(self, target: tuple[str, int]) -> None:
         host, port = target
@@ -309,6 +395,8 @@ class Network:
         self._next_peer_id += 1
         peer = Peer(self._next_peer_id, stream, ip, port, inbound=inbound, target=target)
         self._connections += 1
+        if inbound:
+            self._pending[peer.peer_id] = peer
         try:
             with peer.cancel_scope:
                 async with trio.open_nursery() as nursery:

@@ -36,6 +36,8 @@ GETHEADERS_RATE = 20.0  # getheaders served per second per peer (token bucket)..
 GETHEADERS_BURST = 100.0  # ...with this burst
 SCORE_FLOOD = 10  # misbehaviour points: a request over the rate or before reading our reply
 SCORE_NOT_READING = 50  # misbehaviour points: send buffer full for SEND_STALL_SECONDS
+ADDR_RATE = 0.1  # addresses accepted per second per peer (token bucket, as Bitcoin Core)...
+ADDR_BURST = 1000.0  # ...with this burst; the rest of an `addr` is ignored
 
 
 class SessionHost(Protocol):
@@ -55,6 +57,10 @@ class SessionHost(Protocol):
 
     def known_addresses(self) -> list[tuple[str, int]]:
         """Listen addresses of connected peers, for `addr` replies."""
+        ...
+
+    def addresses_received(self, peer: Peer, addresses: list[tuple[str, int]]) -> None:
+        """Remember addresses a peer sent in `addr` (for discovery and `addr` replies)."""
         ...
 
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
@@ -81,10 +87,13 @@ class PeerSession:
         self._download = host.download
         self._stall_timeout = STALL_FACTOR * host.idle_timeout
         self._headers_asked_at: float | None = None
+        self._caught_up_height = -1  # peer height at which its headers gave us nothing new
         self._headers_reply_end = 0  # peer.total_queued just after our last headers reply
         self._getheaders_tokens = GETHEADERS_BURST
         self._tokens_at = trio.current_time()
         self._answered_getaddr = False
+        self._addr_tokens = ADDR_BURST
+        self._addr_tokens_at = trio.current_time()
         self._ping_nonce: int | None = None
         self._ping_sent_at = 0.0
         self._handlers = {
@@ -119,6 +128,8 @@ class PeerSession:
         )
         self._request_headers()
         self._send_ping()  # measures the round trip (eviction keeps the fastest peers)
+        if not self._peer.inbound:  # ask outbound peers for more (as Bitcoin Core)
+            self._peer.send_frame(messages.build_getaddr())
         await self._message_loop()
 
     def _our_hello(self) -> Hello:
@@ -155,6 +166,9 @@ class PeerSession:
         next_sync_check = last_heard + SYNC_CHECK_SECONDS
         pinged = False
         while True:
+            # One message per turn: every peer (and RPC) gets the loop between messages,
+            # and a peer closed meanwhile (banned, evicted) stops here (Cancelled).
+            await trio.lowlevel.checkpoint()
             idle_deadline = last_heard + (idle if pinged else idle / 2)
             stall_deadline = self._stall_deadline()
             message = None
@@ -200,8 +214,11 @@ class PeerSession:
         self._headers_asked_at = trio.current_time()
 
     def _check_sync(self) -> None:
-        """Safety net: a peer ahead of us with nothing to fetch from it gets a getheaders."""
-        if self._peer.height > self._chain.best_height() and self._download.is_idle(self._peer):
+        """Safety net: a peer ahead of us with nothing to fetch from it gets a getheaders
+        (not again at the same height once its headers gave us nothing new)."""
+        height = self._peer.height
+        if (height > max(self._chain.best_height(), self._caught_up_height)
+                and self._download.is_idle(self._peer)):
             self._request_headers()
 
     def _note_height(self, height: int | None) -> None:
@@ -331,11 +348,14 @@ class PeerSession:
     async def _on_headers(self, headers: Headers) -> None:
         self._headers_asked_at = None
         if not headers.items:
+            self._caught_up_height = self._peer.height  # it has nothing more for us
             return
         self._note_height(headers.last_height)
         result = await self._chain.submit_headers(headers.items)
         if result.invalid_reason:
             raise ProtocolViolation(f"invalid headers: {result.invalid_reason}")
+        if not result.wanted:
+            self._caught_up_height = self._peer.height  # e.g. a longer chain with less work
         for block_hash in result.wanted:
             self._peer.known.add(block_hash)
         self._download.add_wanted(self._peer, result.wanted, headers.items[-1])
@@ -349,4 +369,11 @@ class PeerSession:
         self._peer.send_frame(messages.build_addr(self._host.known_addresses()))
 
     async def _on_addr(self, addresses: list[tuple[str, int]]) -> None:
-        logger.debug("peer %s: %d addresses (not acted on)", self._peer.address, len(addresses))
+        now = trio.current_time()
+        self._addr_tokens = min(ADDR_BURST,
+                                self._addr_tokens + (now - self._addr_tokens_at) * ADDR_RATE)
+        self._addr_tokens_at = now
+        accepted = addresses[: int(self._addr_tokens)]
+        self._addr_tokens -= len(accepted)
+        if accepted:
+            self._host.addresses_received(self._peer, accepted)

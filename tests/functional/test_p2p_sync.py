@@ -127,3 +127,16 @@ def test_fresh_node_syncs_every_header_batch_from_an_idle_peer(nodes_factory):
         assert node.getinfo()["best_hash"] == blocks[-1].hash().hex()
         assert server.blocks_served == IDLE_CHAIN_BLOCKS  # each block fetched once
         assert server.getheaders_served >= 4
+
+
+def test_node_told_one_peer_connects_to_the_others_it_learns_of(nodes_factory):
+    """Address gossip (SPEC §11 getaddr/addr): C is started with --connect B only and
+    learns A from B's `addr` reply; it dials A and gets A's blocks directly too."""
+    a, b = nodes_factory.start_nodes(2, connect=[(1, 0)])
+    c = nodes_factory.start_node(connect=[b])
+    ports = lambda: {int(str(p["address"]).rsplit(":", 1)[1]) for p in c.peers()
+                     if not p["inbound"]}
+    wait_until(lambda: {a.p2p_port, b.p2p_port} <= ports(), 30,
+               description="C connected to A, learned from B")
+    (block_hash,) = a.rpc.call("generate", 1, test_address(MINER_A))
+    assert sync_blocks([a, b, c]) == block_hash

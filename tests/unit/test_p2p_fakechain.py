@@ -225,7 +225,12 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
 
 
 async def start_network(nursery: trio.Nursery, chain: FakeChain, **kwargs) -> Network:
-    """Start a p2p Network for `chain` in `nursery`; the chain announces through it."""
+    """Start a p2p Network for `chain` in `nursery`; the chain announces through it.
+
+    Address discovery is off unless asked for (`discover=True`), so topologies stay as
+    the test builds them.
+    """
+    kwargs.setdefault("discover", False)
     network = Network(chain, **kwargs)
     chain.network = network
     await nursery.start(network.run)

@@ -186,6 +186,43 @@ def test_blocks_are_fetched_from_several_peers_without_duplicates():
     trio.run(main)
 
 
+def test_node_told_one_peer_finds_the_others_through_addr():
+    """Issue 9 point 1 (p2p side): C is told only B; B's `addr` reply names A, so C
+    connects to A too, and never to itself."""
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            a = await start_network(nursery, FakeChain())
+            b = await start_network(nursery, FakeChain(), connect=[(LOCAL, a.listen_port)])
+            await wait_until(lambda: a.peer_count() == 1)
+            c = await start_network(nursery, FakeChain(), connect=[(LOCAL, b.listen_port)],
+                                    discover=True)
+            await wait_until(lambda: c.peer_count() == 2 and a.peer_count() == 2, timeout=20)
+            assert {p["address"] for p in c.peer_info()} == {
+                f"{LOCAL}:{a.listen_port}", f"{LOCAL}:{b.listen_port}"}
+            assert (LOCAL, c.listen_port) not in c.addresses
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_address_book_keeps_ip_literals_and_forgets_failures():
+    from p2p.addrbook import MAX_FAILURES, RETRY_SECONDS, AddressBook
+
+    book = AddressBook(capacity=3)
+    assert book.add([("10.0.0.1", 1), ("example.com", 2), ("10.0.0.2", 0), ("::1", 3)], 0) == 2
+    assert book.candidates(0, exclude={("::1", 3)}) == [("10.0.0.1", 1)]
+    book.attempt(("10.0.0.1", 1), 0)
+    assert book.candidates(RETRY_SECONDS - 1, set()) == [("::1", 3)]
+    for _ in range(MAX_FAILURES):
+        book.result(("10.0.0.1", 1), ok=False)
+    assert ("10.0.0.1", 1) not in book
+    book.mark_ours(("::1", 3))
+    assert book.add([("::1", 3)], 1) == 0 and len(book) == 0
+    book.add([(f"10.1.0.{i}", 1) for i in range(10)], 2)
+    assert len(book) == 3
+
+
 async def run_in_own_nursery(chain: FakeChain, port: int, *, task_status=trio.TASK_STATUS_IGNORED):
     """Run a Network in a nursery of its own; report (network, its cancel scope)."""
     async with trio.open_nursery() as inner:

@@ -56,6 +56,9 @@ class Host:
     def known_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", 9)]
 
+    def addresses_received(self, peer: Peer, addresses) -> None:
+        pass
+
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
         self.scores.append((points, reason))
 
