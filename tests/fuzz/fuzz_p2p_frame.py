@@ -24,6 +24,10 @@ class _BytesStream:
     def __init__(self, data: bytes) -> None:
         self._data = memoryview(data)
 
+    def remaining(self) -> int:
+        """Bytes not yet handed to the reader."""
+        return len(self._data)
+
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         chunk, self._data = bytes(self._data[:7]), self._data[7:]
         return chunk
@@ -38,8 +42,11 @@ def _run(coro):
 
 
 def target(data: bytes) -> None:
-    reader = FrameReader(_BytesStream(data))
+    stream = _BytesStream(data)
+    reader = FrameReader(stream)
     for index in range(MAX_MESSAGES):
+        if index and not stream.remaining() and not reader._buffer:
+            return  # the stream ended between two frames: a clean end, not an error
         if index == 0 and len(data) % 2:  # half the inputs start in pre-hello mode
             msg_type, payload = _run(reader.read_message(HELLO_ONLY, only_known=True))
         else:
