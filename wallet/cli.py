@@ -30,6 +30,8 @@ COMMANDS = {
     "balance": ("wallet.commands.coins:balance",
                 "Show the confirmed balance (MCASH and units) and account nonce of a key or "
                 "address."),
+    "channel": ("wallet.customer.channel:channel",
+                "Open payment channels and pay through them with vouchers (SPEC §16)."),
     "cheat": ("wallet.commands.cheat:cheat",
               "Report a customer who issued duplicate or out-of-range tickets."),
     "escrow": ("wallet.customer.escrow:escrow",
