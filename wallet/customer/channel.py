@@ -243,8 +243,8 @@ def channel_pay(wallet: WalletContext, payer: str, channel_id: str, amount: int,
                           f"is voucher {record.k} = {record.cumulative} units: nothing signed")
     price = info.get("price")
     if isinstance(price, int) and amount < price:
-        raise click.BadParameter(f"the payee's price is {price} units a payment; nothing "
-                                 "signed", param_hint="--amount")
+        raise WalletError(f"--amount {amount} is below the payee's price of {price} units "
+                          "a payment; nothing signed")
     record = book.reserve_voucher(channel_id, amount)
     reply = _deliver(wallet, book, record, url)
     result = {"channel_id": channel_id, "k": record.k, "cumulative": record.cumulative,

@@ -99,6 +99,7 @@ class ChannelService:
         self.price = price
         self.close_margin = close_margin
         self.lock = trio.Lock()
+        self.proofs = 0  # equivocations kept by this process: the closer acts on a new one
 
     async def submit(self, channel_id: bytes, voucher: Voucher) -> dict[str, Any]:
         """Check and durably store one voucher; the answer (module docstring).
@@ -125,6 +126,7 @@ class ChannelService:
                 if earlier is not None:
                     if await trio.to_thread.run_sync(self.store.add_proof, channel_id,
                                                      earlier, voucher):
+                        self.proofs += 1
                         log.warning("channel %s: payer signed voucher %d for %d and %d "
                                     "units: equivocation kept, CHANNEL_CHEAT follows",
                                     channel_id.hex(), voucher.k, earlier.cumulative,

@@ -53,15 +53,17 @@ class Closer:
         self._poll_interval = poll_interval
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll the best height; ``step`` on each new one (retried after node errors)."""
+        """Poll the best height; ``step`` on each new one, and at once when the service
+        kept a new equivocation (retried after node errors)."""
         task_status.started()
-        done_height: int | None = None
+        done: tuple[int, int] | None = None
         while True:
             try:
                 t = await self._view.height()
-                if t != done_height:
+                now = (t, self._service.proofs)
+                if now != done:
                     await self.step(t)
-                    done_height = t
+                    done = now
             except NodeError as exc:
                 log.warning("closer: node unavailable, retrying: %s", exc)
             await trio.sleep(self._poll_interval)
