@@ -1,8 +1,9 @@
-"""Merchant commands: ``merchant serve`` and ``merchant status`` (SPEC §4.1, §7, §13).
+"""Merchant commands: ``merchant serve`` and ``merchant status`` (SPEC §4.1, §7, §13, §16).
 
 ``serve`` runs ``wallet.merchant.service.run_merchant`` (the SPEC §13 ticket service plus
-the auto-redeemer) for one wallet key, with its ticket store in
-``<wallet-dir>/merchants/NAME/store`` and, while it runs, ``service.json`` next to it:
+the auto-redeemer, and the SPEC §16 voucher service plus the closer) for one wallet key,
+with its ticket store in ``<wallet-dir>/merchants/NAME/store``, its channel store in
+``<wallet-dir>/merchants/NAME/channels`` and, while it runs, ``service.json`` next to it:
 ``{"name", "address", "host", "port", "url", "pid"}``. ``status`` asks the running
 service (``GET /v1/status``) or, when none answers, reads the store directly.
 """
