@@ -280,3 +280,8 @@ def test_invalid_book_over_deposit(tmp_path):
     with pytest.raises(WalletDBError, match="deposit"):
         book.reserve_voucher(CID.hex(), 101)
     assert book.get(CID.hex()).k == 0
+
+
+def test_invalid_voucher_request_deeply_nested():
+    with pytest.raises(VoucherRequestError, match="not JSON"):
+        parse_voucher_request(b"[" * 4000)

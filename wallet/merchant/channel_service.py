@@ -70,8 +70,8 @@ def parse_voucher_request(body: bytes) -> tuple[bytes, Voucher]:
     Raises ``VoucherRequestError``."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise VoucherRequestError("body is not JSON") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise VoucherRequestError("body is not JSON (or nested too deeply)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("voucher"), dict):
         raise VoucherRequestError('expected {"channel_id": hex, "voucher": {k, cumulative, sig}}')
     v = doc["voucher"]
