@@ -39,7 +39,8 @@ COMMANDS = {
     "key": ("wallet.commands.keys:key",
             "Create, import and list the wallet's named keys (NAME: 1-64 of A-Z a-z 0-9 _ -)."),
     "merchant": ("wallet.merchant.commands:merchant",
-                 "Run a merchant's ticket service and auto-redeemer, and inspect its tickets."),
+                 "Run a merchant's ticket and voucher service, redeemer and closer; inspect "
+                 "them."),
     "send": ("wallet.commands.coins:send",
              "Send AMOUNT from the wallet key FROM to TO (a key name or an address)."),
     "ticket": ("wallet.customer.tickets:ticket",

@@ -32,7 +32,7 @@ COUNT_NAMES = ("held", "winning", "redeemed", "expired", "losing", "failed", "ev
 
 @click.group()
 def merchant() -> None:
-    """Run a merchant's ticket service and auto-redeemer, and inspect its tickets."""
+    """Run a merchant's ticket and voucher service, redeemer and closer; inspect them."""
 
 
 def merchant_dir(wallet: WalletContext, name: str) -> Path:
