@@ -22,7 +22,8 @@ import httpx
 from consensus.channel import sign_voucher
 from tests.functional.framework import PREMINE_AMOUNT, test_seed, wait_until
 from tests.functional.test_wallet_flow import (CLI_TIMEOUT, Wallet, processes,  # noqa: F401
-                                               run_while_mining, start_merchant)
+                                               run_while_mining, start_merchant,
+                                               stop_merchant)
 
 DEPOSIT, PRICE, FEE = 100_000, 10, 1000  # units
 BLOCKS, MARGIN = 14, 2
@@ -117,6 +118,7 @@ def test_channel_open_pay_kill_close(nodes_factory, tmp_path, processes):  # noq
     # -- SIGKILL the merchant: every acknowledged voucher is still there
     _kill(processes[0])
     url = start_merchant(shop, "ma", processes, *options)
+    merchant_proc = processes[-1]
     assert (_channel(shop, cid)["k"], _channel(shop, cid)["cumulative"]) == (3, 300)
 
     # -- SIGKILL `channel pay` after it recorded voucher 4 (its POST is left unanswered)
@@ -153,6 +155,9 @@ def test_channel_open_pay_kill_close(nodes_factory, tmp_path, processes):  # noq
                description="the channel marked closed")
     assert shop.json("balance", "ma")["balance"] == 500
     assert cust.json("balance", "cust")["balance"] == PREMINE_AMOUNT - FEE - 500
+    stop_merchant(shop, "ma", merchant_proc)  # status then reads the store itself
+    shown = shop.run("merchant", "status", "ma").stdout
+    assert f"channel {cid}: voucher 5 = 500 of {DEPOSIT} units, closed" in shown
 
 
 def test_channel_equivocation_proven_automatically(nodes_factory, tmp_path,
