@@ -14,8 +14,9 @@ close), ``channel-expired``, ``bad-voucher-signature``, ``voucher-out-of-order``
 what a payer reads before it signs (a voucher the payee refuses is still signed, and
 its ``k`` can never carry another cumulative, so the payer checks the price first).
 
-Checks, in order (one ``trio.Lock`` shared with the closer, so a close never races an
-acceptance): the channel from the node (``getchannel``) and its payee; the store's status;
+Checks, in order: the channel from the node (``getchannel``) and its payee; then, under
+one ``trio.Lock`` shared with the closer (so a close never races an acceptance), the
+store's status;
 a voucher with an already accepted ``k`` is a re-delivery when its cumulative is the same
 (acknowledged again, ``duplicate``) and an equivocation when it differs (both vouchers are
 kept and the closer proves it with CHANNEL_CHEAT); else ``verify_voucher_for_payee`` with
@@ -104,13 +105,13 @@ class ChannelService:
     async def submit(self, channel_id: bytes, voucher: Voucher) -> dict[str, Any]:
         """Check and durably store one voucher; the answer (module docstring).
         Raises ``NodeError`` when the node cannot supply the channel."""
+        channel = await self._view.channel(channel_id)  # node reads outside the lock:
+        t = await self._view.height(fresh=True)  # only the store check-and-write is serial
+        if channel is None:
+            return _refused("unknown-channel")
+        if channel.payee != self.payee_pubkey:
+            return _refused("wrong-payee")
         async with self.lock:
-            channel = await self._view.channel(channel_id)
-            t = await self._view.height(fresh=True)
-            if channel is None:
-                return _refused("unknown-channel")
-            if channel.payee != self.payee_pubkey:
-                return _refused("wrong-payee")
             stored = self.store.get(channel_id)
             if stored is not None and stored.status != OPEN:
                 return _refused("channel-closing")
