@@ -1,4 +1,5 @@
-"""``microcash-wallet``: keys, coins, escrows, tickets, the merchant service, cheat proofs.
+"""``microcash-wallet``: keys, coins, escrows, tickets, payment channels, the merchant
+service, cheat proofs.
 
 The click group holding the global options; the commands live in ``wallet.commands``,
 ``wallet.customer`` and ``wallet.merchant`` and are imported only when named
@@ -103,7 +104,8 @@ class WalletGroup(click.Group):
               envvar="MICROCASH_WALLET_DIR", default=str(DEFAULT_WALLET_DIR),
               show_default="$MICROCASH_WALLET_DIR or ~/.microcash/wallet",
               help="Where keys (keys/), the wallet's records (wallet.json), the ticket "
-                   "issuer's state (issuer/) and merchant stores (merchants/NAME/) live.")
+                   "issuer's state (issuer/), the payer's channels (channels.json) and "
+                   "merchant stores (merchants/NAME/) live.")
 @click.option("--datadir", type=click.Path(file_okay=False, path_type=Path),
               envvar="MICROCASH_DATADIR", show_envvar=True,
               help="Data directory of the node to use: its RPC port comes from "
