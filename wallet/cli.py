@@ -1,4 +1,5 @@
-"""``microcash-wallet``: keys, coins, escrows, tickets, the merchant service, cheat proofs.
+"""``microcash-wallet``: keys, coins, escrows, tickets, payment channels, the merchant
+service, cheat proofs.
 
 The click group holding the global options; the commands live in ``wallet.commands``,
 ``wallet.customer`` and ``wallet.merchant`` and are imported only when named
@@ -30,6 +31,8 @@ COMMANDS = {
     "balance": ("wallet.commands.coins:balance",
                 "Show the confirmed balance (MCASH and units) and account nonce of a key or "
                 "address."),
+    "channel": ("wallet.customer.channel:channel",
+                "Open payment channels and pay through them with vouchers (SPEC §16)."),
     "cheat": ("wallet.commands.cheat:cheat",
               "Report a customer who issued duplicate or out-of-range tickets."),
     "escrow": ("wallet.customer.escrow:escrow",
@@ -37,7 +40,8 @@ COMMANDS = {
     "key": ("wallet.commands.keys:key",
             "Create, import and list the wallet's named keys (NAME: 1-64 of A-Z a-z 0-9 _ -)."),
     "merchant": ("wallet.merchant.commands:merchant",
-                 "Run a merchant's ticket service and auto-redeemer, and inspect its tickets."),
+                 "Run a merchant's ticket and voucher service, redeemer and closer; inspect "
+                 "them."),
     "send": ("wallet.commands.coins:send",
              "Send AMOUNT from the wallet key FROM to TO (a key name or an address)."),
     "ticket": ("wallet.customer.tickets:ticket",
@@ -100,7 +104,8 @@ class WalletGroup(click.Group):
               envvar="MICROCASH_WALLET_DIR", default=str(DEFAULT_WALLET_DIR),
               show_default="$MICROCASH_WALLET_DIR or ~/.microcash/wallet",
               help="Where keys (keys/), the wallet's records (wallet.json), the ticket "
-                   "issuer's state (issuer/) and merchant stores (merchants/NAME/) live.")
+                   "issuer's state (issuer/), the payer's channels (channels.json) and "
+                   "merchant stores (merchants/NAME/) live.")
 @click.option("--datadir", type=click.Path(file_okay=False, path_type=Path),
               envvar="MICROCASH_DATADIR", show_envvar=True,
               help="Data directory of the node to use: its RPC port comes from "

@@ -471,3 +471,25 @@ def test_balance_imports_no_heavy_module(tmp_path):
                             text=True, timeout=60)
     assert "no node given" in result.stderr
     assert result.stdout.strip() == ""
+
+
+# ---- payment channels (SPEC §16): argument errors before anything is sent ----------------
+
+def test_invalid_channel_open_penalty_and_guidance(run):
+    import_key(run)
+    both = run("channel", "open", "cust", "--payee", encode_address(bytes(32)), "--deposit",
+               "1", "--penalty", "5", "--price", "3", "--blocks", "5", node=False)
+    assert both.exit_code == 2 and "either --penalty or the guidance" in both.output
+    part = run("channel", "open", "cust", "--payee", encode_address(bytes(32)), "--deposit",
+               "1", "--price", "3", "--blocks", "5", node=False)
+    assert part.exit_code == 2 and "needs all of --pos-interval" in part.output
+    short = run("channel", "open", "cust", "--payee", encode_address(bytes(32)), "--deposit",
+                "1", "--blocks", "1", node=False)
+    assert short.exit_code == 2 and "--blocks" in short.output
+
+
+def test_invalid_channel_pay_unknown_channel(run):
+    import_key(run)
+    result = run("channel", "pay", "cust", "ab" * 32, "--amount", "1", "--to",
+                 "http://127.0.0.1:9", node=False)
+    assert result.exit_code == 1 and result.stderr.startswith("error: no channel " + "ab" * 32)

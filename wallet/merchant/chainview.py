@@ -2,7 +2,8 @@
 
 The merchant service (SPEC §13, §4.1) and the auto-redeemer (SPEC §6, §7) never touch a
 node's internals: they ask a ``ChainView`` for the best height, escrow states, draws,
-redeemed records, and hand it REDEEM transactions to relay. ``RpcChainView`` is the real
+redeemed records, channels (SPEC §16), and hand it REDEEM / CHANNEL_CLOSE transactions to
+relay. ``RpcChainView`` is the real
 one, backed by a synchronous ``wallet.rpcclient.RpcClient`` whose calls run in worker
 threads under a timeout so a stalled node never blocks the trio event loop. Tests pass any
 object with the same methods (see ``ChainView``).
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import trio
 
+from consensus.channel import ChannelState
 from consensus.errors import ConsensusError
 from consensus.escrow import EscrowState
 from consensus.params import ChainParams
@@ -85,6 +87,10 @@ class ChainView(Protocol):
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
         """Relay an encoded transaction; returns its 32-byte txid."""
+        ...
+
+    async def channel(self, channel_id: bytes) -> ChannelState | None:
+        """The open payment channel (SPEC §16), or ``None`` once closed or expired."""
         ...
 
     async def transaction_status(self, txid: bytes) -> tuple[str, int | None] | None:
@@ -262,6 +268,19 @@ class RpcChainView:
                 raise _malformed("getredeemed", item)
             records.append((item[0], item[1], item[2]))
         return records
+
+    async def channel(self, channel_id: bytes) -> ChannelState | None:
+        """``getchannel`` parsed by ``ChannelState.from_rpc`` (not cached: a payee judges
+        each voucher by the current state); ``None`` when closed, cheated or expired."""
+        result = await self._call("getchannel", channel_id.hex())
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise _malformed("getchannel", result)
+        try:
+            return ChannelState.from_rpc(result)
+        except (KeyError, TypeError, ValueError):
+            raise _malformed("getchannel", result) from None
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
         """``sendrawtransaction``; the txid, or ``NodeRejected`` with the reject reason."""

@@ -1,8 +1,9 @@
-"""Merchant commands: ``merchant serve`` and ``merchant status`` (SPEC §4.1, §7, §13).
+"""Merchant commands: ``merchant serve`` and ``merchant status`` (SPEC §4.1, §7, §13, §16).
 
 ``serve`` runs ``wallet.merchant.service.run_merchant`` (the SPEC §13 ticket service plus
-the auto-redeemer) for one wallet key, with its ticket store in
-``<wallet-dir>/merchants/NAME/store`` and, while it runs, ``service.json`` next to it:
+the auto-redeemer, and the SPEC §16 voucher service plus the closer) for one wallet key,
+with its ticket store in ``<wallet-dir>/merchants/NAME/store``, its channel store in
+``<wallet-dir>/merchants/NAME/channels`` and, while it runs, ``service.json`` next to it:
 ``{"name", "address", "host", "port", "url", "pid"}``. ``status`` asks the running
 service (``GET /v1/status``) or, when none answers, reads the store directly.
 """
@@ -31,7 +32,7 @@ COUNT_NAMES = ("held", "winning", "redeemed", "expired", "losing", "failed", "ev
 
 @click.group()
 def merchant() -> None:
-    """Run a merchant's ticket service and auto-redeemer, and inspect its tickets."""
+    """Run a merchant's ticket and voucher service, redeemer and closer; inspect them."""
 
 
 def merchant_dir(wallet: WalletContext, name: str) -> Path:
@@ -55,7 +56,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, port: int,
                  fee: int, workers: int, service_file: Path, name: str,
-                 listening: list[int]) -> None:
+                 listening: list[int], channel_options: dict[str, Any]) -> None:
     """Run the merchant until SIGINT/SIGTERM; service.json exists while it listens.
 
     The bound port is appended to ``listening`` once the service is up.
@@ -67,7 +68,8 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(partial(run_merchant, seed, pubkey, store, rpc, host,
-                                                port, fee=fee, workers=workers))
+                                                port, fee=fee, workers=workers,
+                                                **channel_options))
             listening.append(bound)
             url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
             _write_service_file(service_file, {"name": name, "address": address_text(pubkey),
@@ -94,20 +96,30 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes checking ticket signatures; 1 checks them in a thread of "
                    "the service itself.")
+@click.option("--channel-price", type=UNITS, default=0, show_default=True,
+              help="UNITS each channel voucher must add at least (SPEC §16 price).")
+@click.option("--close-margin", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Blocks before a channel's last closable height (expiry_height - 1) at "
+                   "which its CHANNEL_CLOSE is sent; vouchers are refused from then on.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
-                   workers: int, log_level: str) -> None:
+                   workers: int, channel_price: int, close_margin: int,
+                   log_level: str) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
     Serves POST /v1/tickets and GET /v1/status (SPEC §13) and, beside it, claims every
-    winning ticket inside its redeem window (t_draw+1 ... t_expire). Needs the node
-    (--datadir). Runs until Ctrl-C or SIGTERM.
+    winning ticket inside its redeem window (t_draw+1 ... t_expire). Also takes payment
+    channel vouchers (POST /v1/vouchers, GET /v1/channels, SPEC §16), keeps the best one
+    per channel in merchants/NAME/channels, closes each channel --close-margin blocks
+    before its deadline and proves an equivocating payer with CHANNEL_CHEAT. Needs the
+    node (--datadir). Runs until Ctrl-C or SIGTERM.
     """
     import trio
 
     from wallet.merchant.chainview import NodeError
+    from wallet.merchant.channel_store import ChannelStoreError
     from wallet.merchant.ticketstore import StoreError
 
     directory = merchant_dir(wallet, name)
@@ -122,7 +134,9 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     listening: list[int] = []
     try:
         trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee, workers,
-                 service_file, name, listening)
+                 service_file, name, listening,
+                 {"channel_store_dir": directory / "channels", "channel_price": channel_price,
+                  "close_margin": close_margin})
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
         for leaf in leaves:
@@ -132,7 +146,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
                 raise WalletError(f"cannot listen on {host}:{port}: {leaf}") from None
             if isinstance(leaf, NodeError):
                 raise WalletError(f"cannot use the node: {leaf}") from None
-            if isinstance(leaf, StoreError):
+            if isinstance(leaf, (StoreError, ChannelStoreError)):
                 raise WalletError(f"{leaf}\n(is another `merchant serve {name}` running?)"
                                   ) from None
             if isinstance(leaf, ValueError):
@@ -157,15 +171,16 @@ def _remove_own_service_file(path: Path) -> None:
 # --------------------------------------------------------------------------- status
 
 
-def _ask_service(service_file: Path) -> tuple[dict[str, Any], str] | None:
-    """``(counts per escrow, url)`` from the running service, or None if none answers."""
+def _ask_service(service_file: Path, path: str = "/v1/status"
+                 ) -> tuple[dict[str, Any], str] | None:
+    """``(answer of GET path, url)`` from the running service, or None if none answers."""
     try:
         info = json.loads(service_file.read_text())
         url = str(info["url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        connections = HttpConnections(url.rstrip("/") + "/v1/status", STATUS_TIMEOUT)
+        connections = HttpConnections(url.rstrip("/") + path, STATUS_TIMEOUT)
         try:
             status, content = connections.request("GET")
         finally:
@@ -191,6 +206,22 @@ def _read_store(store: Path) -> dict[str, Any]:
                           "service.json URL?)") from None
 
 
+def _channels(directory: Path) -> list[dict[str, Any]]:
+    """The payee's channels: from the running service (GET /v1/channels), else its store."""
+    asked = _ask_service(directory / "service.json", "/v1/channels")
+    if asked is not None and isinstance(asked[0].get("channels"), list):
+        return asked[0]["channels"]
+    from wallet.merchant.channel_store import ChannelStore, ChannelStoreError
+
+    if not (directory / "channels").is_dir():
+        return []
+    try:
+        with ChannelStore(directory / "channels") as store:
+            return store.summaries()
+    except ChannelStoreError as exc:
+        raise WalletError(str(exc)) from None
+
+
 def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
     """beta per escrow: asked from the node when one is given, else remembered ones."""
     known = wallet.db.betas()
@@ -213,7 +244,8 @@ def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
 @json_option
 @pass_wallet
 def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
-    """Held / winning / redeemed / expired ticket counts per escrow of merchant NAME.
+    """Held / winning / redeemed / expired ticket counts per escrow of merchant NAME,
+    and its payment channels (best voucher, status).
 
     Asks the running `merchant serve` (GET /v1/status via service.json), else reads the
     store. Units redeemed = redeemed tickets x beta, before REDEEM fees; beta comes from
@@ -236,10 +268,11 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
             total += units
         escrows[eid] = {**{k: int(row.get(k, 0)) for k in COUNT_NAMES}, "beta": beta,
                         "units_redeemed": units}
+    channels = _channels(directory)
     if as_json:
         echo_json({"merchant": name, "address": address_text(wallet.key_address(name)),
                    "source": source, "escrows": escrows,
-                   "units_redeemed": total if complete else None})
+                   "units_redeemed": total if complete else None, "channels": channels})
         return
     click.echo(f"merchant {name} ({address_text(wallet.key_address(name))}), from {source}")
     if not escrows:
@@ -249,3 +282,8 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
         units = "?" if row["units_redeemed"] is None else row["units_redeemed"]
         click.echo(f"{eid}: {counts_text}; {units} units redeemed")
     click.echo(f"total redeemed: {total if complete else str(total) + '+?'} units")
+    for ch in channels:
+        click.echo(f"channel {ch['channel_id']}: voucher {ch['k']} = {ch['cumulative']} of "
+                   f"{ch['deposit']} units, {ch['status']}"
+                   + (f" ({ch['reason']})" if ch.get("reason") else "")
+                   + f", expiry {ch['expiry_height']}")

@@ -18,6 +18,7 @@ nursery; the wallet CLI calls it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import struct
@@ -39,6 +40,9 @@ from consensus.keys import public_key
 from consensus.params import ChainParams
 from consensus.ticket import TICKET_SIZE, TICKET_VERSION, Ticket
 from wallet.merchant.chainview import ChainView, NodeError, RpcChainView
+from wallet.merchant.channel_service import DEFAULT_CLOSE_MARGIN, ChannelService
+from wallet.merchant.channel_store import ChannelStore
+from wallet.merchant.closer import Closer
 from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
 from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
@@ -260,8 +264,10 @@ class MerchantService:
     """
 
     def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView,
-                 verifier: TicketVerifier | None = None) -> None:
+                 verifier: TicketVerifier | None = None,
+                 channels: ChannelService | None = None) -> None:
         self.merchant_pubkey = merchant_pubkey
+        self.channels = channels  # SPEC §16 voucher routes, when the payee takes channels
         self._store = store
         self._view = view
         self._verifier = verifier or TicketVerifier(1)
@@ -423,11 +429,13 @@ class MerchantService:
         return JSONResponse(self.status())
 
     def asgi_app(self) -> Starlette:
-        """The Starlette app with ``POST /v1/tickets`` and ``GET /v1/status`` (SPEC §13)."""
-        return Starlette(routes=[
-            Route("/v1/tickets", self._post_tickets, methods=["POST"]),
-            Route("/v1/status", self._get_status, methods=["GET"]),
-        ])
+        """The Starlette app with ``POST /v1/tickets`` and ``GET /v1/status`` (SPEC §13),
+        plus ``POST /v1/vouchers`` and ``GET /v1/channels`` with ``channels`` (SPEC §16)."""
+        routes = [Route("/v1/tickets", self._post_tickets, methods=["POST"]),
+                  Route("/v1/status", self._get_status, methods=["GET"])]
+        if self.channels is not None:
+            routes += self.channels.routes()
+        return Starlette(routes=routes)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -449,14 +457,17 @@ class MerchantService:
             task_status.started(bound)
 
     async def run(self, redeemer: Redeemer | None, host: str = "127.0.0.1", port: int = 0, *,
+                  closer: Closer | None = None,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the HTTP service and ``redeemer`` side by side until cancelled.
+        """Run the HTTP service, ``redeemer`` and ``closer`` side by side until cancelled.
 
         ``task_status.started(bound_port)`` once the service listens.
         """
         async with trio.open_nursery() as nursery:
             if redeemer is not None:
                 await nursery.start(redeemer.run)
+            if closer is not None:
+                await nursery.start(closer.run)
             bound = await nursery.start(functools.partial(self.serve, host, port))
             task_status.started(bound)
 
@@ -482,12 +493,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: Path | str,
                        rpc: RpcClient, host: str = "127.0.0.1", port: int = 0, *,
                        fee: int = DEFAULT_FEE, workers: int = 1,
+                       channel_store_dir: Path | str | None = None, channel_price: int = 0,
+                       close_margin: int = DEFAULT_CLOSE_MARGIN,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7).
+    """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
+    with ``channel_store_dir`` the voucher service + closer (SPEC §16).
 
     ``store_dir`` is the ticket store's LevelDB directory; ``rpc`` reaches the node;
     ``fee`` is paid by each REDEEM out of its payout; ``workers`` is the number of
     signature-checking worker processes (1: one thread in this process).
+    ``channel_price`` (units) is the least increase per voucher, ``close_margin`` the blocks
+    before the last closable height at which the closer closes; ``fee`` is also paid by
+    each CHANNEL_CLOSE / CHANNEL_CHEAT.
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -497,11 +514,17 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
         raise ValueError("merchant seed does not match the merchant public key")
     verifier = TicketVerifier(workers)
     view = await RpcChainView.create(rpc)
-    with TicketStore(store_dir) as store:
+    with TicketStore(store_dir) as store, contextlib.ExitStack() as stack:
+        channels = closer = None
+        if channel_store_dir is not None:
+            channel_store = stack.enter_context(ChannelStore(channel_store_dir))
+            channels = ChannelService(merchant_pubkey, channel_store, view,
+                                      price=channel_price, close_margin=close_margin)
+            closer = Closer(merchant_seed, channels, view, fee=fee)
         await trio.to_thread.run_sync(verifier.start)
         try:
-            service = MerchantService(merchant_pubkey, store, view, verifier)
+            service = MerchantService(merchant_pubkey, store, view, verifier, channels)
             redeemer = Redeemer(merchant_seed, store, view, fee=fee)
-            await service.run(redeemer, host, port, task_status=task_status)
+            await service.run(redeemer, host, port, closer=closer, task_status=task_status)
         finally:
             verifier.close()

@@ -1,0 +1,171 @@
+"""The payer's durable record of its payment channels (SPEC §16).
+
+One JSON file, ``<wallet_dir>/channels.json`` (mode 0600), changed only by locked
+read-modify-writes (an exclusive ``flock`` on ``<wallet_dir>/channels.lock``; the file
+is written to a temporary file, fsynced and renamed), like ``wallet.json``.
+
+The rule this file exists for: **a voucher number ``k`` is bound to one cumulative
+before it is signed.** ``reserve_voucher`` writes ``(k, cumulative)`` durably and only
+then may the caller sign and send; a crash after the write leaves the record saying
+``k`` means ``cumulative``, and the next payment re-sends exactly that voucher (Ed25519
+signatures are deterministic, so it is the same bytes) before signing ``k + 1``. Two
+different cumulatives for one ``k`` — an equivocation the payee could prove with
+CHANNEL_CHEAT and take deposit and penalty — are never signed by this wallet.
+
+Document (version 1)::
+
+    {"version": 1,
+     "channels": {channel_id_hex: ChannelRecord}}
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from wallet.durable import replace_durably
+from wallet.walletdb import WalletDBError
+
+FILE_VERSION = 1
+_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class ChannelRecord:
+    """A channel this wallet opened as payer (SPEC §16). Amounts in units.
+
+    ``k`` / ``cumulative`` are the last voucher reserved (and maybe signed and sent);
+    ``acked_k`` the last one the payee acknowledged. ``k > acked_k`` means voucher ``k``
+    may not have reached the payee: it is sent again, unchanged, before any new one.
+    """
+
+    channel_id: str  # 64 hex digits, H(b"channel", txid)
+    txid: str  # the CHANNEL_OPEN
+    payer_key: str  # name of the key in this wallet that signs vouchers
+    payer: str  # hex address
+    payee: str  # hex address
+    genesis_hash: str  # 64 hex digits
+    deposit: int
+    penalty: int
+    expiry_height: int
+    fee: int  # of the CHANNEL_OPEN
+    k: int = 0  # last voucher number reserved
+    cumulative: int = 0  # its cumulative
+    acked_k: int = 0  # last voucher number the payee acknowledged
+    url: str = ""  # payee service the last voucher went to
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ChannelRecord:
+        """Inverse of ``to_json``; unknown keys ignored. Raises WalletDBError."""
+        if not isinstance(data, dict):
+            raise WalletDBError("channel record is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise WalletDBError(f"channel record is incomplete: {exc}") from None
+
+
+class ChannelBook:
+    """Locked access to ``<wallet_dir>/channels.json`` (see the module docstring)."""
+
+    def __init__(self, wallet_dir: Path | str) -> None:
+        self.wallet_dir = Path(wallet_dir)
+        self.path = self.wallet_dir / "channels.json"
+        self._lock_path = self.wallet_dir / "channels.lock"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[dict[str, Any]]:
+        try:
+            self.wallet_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise WalletDBError(f"cannot open {self._lock_path}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            doc = self._load()
+            yield doc
+            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+            try:
+                replace_durably(self.path, data)
+            except OSError as exc:
+                raise WalletDBError(f"cannot write {self.path}: {exc}") from None
+        finally:
+            os.close(fd)
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(_MAX_FILE_BYTES + 1)
+        except FileNotFoundError:
+            return {"version": FILE_VERSION, "channels": {}}
+        except OSError as exc:
+            raise WalletDBError(f"cannot read {self.path}: {exc}") from None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise WalletDBError(f"{self.path} is not valid JSON") from None
+        if (not isinstance(doc, dict) or doc.get("version") != FILE_VERSION
+                or not isinstance(doc.get("channels"), dict)):
+            raise WalletDBError(f"{self.path} is not a version {FILE_VERSION} channel file")
+        return doc
+
+    def add(self, record: ChannelRecord) -> None:
+        """Store a channel about to be opened (before its CHANNEL_OPEN is sent)."""
+        with self._transaction() as doc:
+            doc["channels"][record.channel_id] = record.to_json()
+
+    def drop(self, channel_id: str) -> None:
+        """Forget a channel whose CHANNEL_OPEN the node rejected."""
+        with self._transaction() as doc:
+            doc["channels"].pop(channel_id, None)
+
+    def get(self, channel_id: str) -> ChannelRecord | None:
+        """The record of ``channel_id`` or None."""
+        data = self._load()["channels"].get(channel_id)
+        return None if data is None else ChannelRecord.from_json(data)
+
+    def all(self) -> list[ChannelRecord]:
+        """Every channel, by expiry height."""
+        records = [ChannelRecord.from_json(v) for v in self._load()["channels"].values()]
+        return sorted(records, key=lambda r: (r.expiry_height, r.channel_id))
+
+    def reserve_voucher(self, channel_id: str, amount: int) -> ChannelRecord:
+        """Bind voucher ``k + 1`` to ``cumulative + amount`` durably; return the record.
+
+        Raises WalletDBError if the channel is unknown, ``amount < 0``, the new total
+        exceeds the deposit, or the last voucher is still unacknowledged (send it first
+        with ``resend`` semantics: see ``wallet.customer.channel``).
+        """
+        with self._transaction() as doc:
+            data = doc["channels"].get(channel_id)
+            if data is None:
+                raise WalletDBError(f"no channel {channel_id} in {self.path}")
+            record = ChannelRecord.from_json(data)
+            if record.k > record.acked_k:
+                raise WalletDBError(f"voucher {record.k} of channel {channel_id} is not "
+                                    "acknowledged yet; it must be delivered first")
+            total = record.cumulative + amount
+            if amount < 0 or total > record.deposit:
+                raise WalletDBError(f"paying {amount} units would bring the channel to "
+                                    f"{total} of its {record.deposit}-unit deposit")
+            record.k, record.cumulative = record.k + 1, total
+            doc["channels"][channel_id] = record.to_json()
+        return record
+
+    def acknowledge(self, channel_id: str, k: int, url: str) -> None:
+        """Note that the payee at ``url`` acknowledged voucher ``k``."""
+        with self._transaction() as doc:
+            data = doc["channels"].get(channel_id)
+            if data is not None and data.get("acked_k", 0) < k:
+                data["acked_k"], data["url"] = k, url

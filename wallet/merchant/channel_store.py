@@ -1,0 +1,198 @@
+"""The payee's durable channel store: LevelDB (plyvel), every write ``sync=True`` (SPEC §16).
+
+A voucher is acknowledged only after ``accept`` returned, so nothing acknowledged is lost
+across a crash. Each write is one batch (record + history, or record + proof), so after
+a crash the best voucher, its history and the close in flight always agree.
+
+Layout (integers big-endian; values msgpack):
+
+| key | value |
+|---|---|
+| ``C`` channel_id(32) | ``[payer, deposit, penalty, expiry_height, k, cumulative, sig, status, txid or None, sent_height, reason]`` |
+| ``H`` channel_id k(8) | ``[cumulative, sig]`` — every voucher accepted (finds an equivocation at any earlier ``k``) |
+| ``Q`` channel_id | ``[voucher_a, voucher_b]`` (encoded vouchers) — a proven equivocation |
+
+Statuses: ``open`` (accepting), ``closing`` / ``cheating`` (a CHANNEL_CLOSE / CHANNEL_CHEAT
+recorded before it was sent, in flight), ``closed`` / ``cheated`` (confirmed), ``expired``
+(gone from the chain unclosed), ``failed`` (a rejection retrying cannot fix; ``reason``).
+
+A later multi-point-of-sale step adds receipts beside ``H`` (another prefix), keyed the
+same way: the record of a channel is the state all points of sale agree on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import msgpack
+import plyvel
+
+from consensus.channel import ChannelState, Voucher
+
+OPEN, CLOSING, CHEATING = "open", "closing", "cheating"
+CLOSED, CHEATED, EXPIRED, FAILED = "closed", "cheated", "expired", "failed"
+LIVE_STATUSES = frozenset((OPEN, CLOSING, CHEATING))
+STATUSES = (OPEN, CLOSING, CHEATING, CLOSED, CHEATED, EXPIRED, FAILED)
+
+_CHANNEL, _HISTORY, _PROOF = b"C", b"H", b"Q"
+
+
+def _pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> list:
+    return msgpack.unpackb(data, raw=False)
+
+
+class ChannelStoreError(Exception):
+    """The store cannot be opened (in use by another process, or not a store)."""
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    """A channel with at least one accepted voucher, and what the payee does with it."""
+
+    channel_id: bytes
+    payer: bytes
+    deposit: int
+    penalty: int
+    expiry_height: int
+    k: int  # best (last accepted) voucher
+    cumulative: int
+    sig: bytes
+    status: str  # one of STATUSES
+    txid: bytes | None  # CHANNEL_CLOSE / CHANNEL_CHEAT in flight or confirmed
+    sent_height: int  # best height when it was built
+    reason: str  # why ``failed``
+
+    @property
+    def voucher(self) -> Voucher:
+        """The best voucher."""
+        return Voucher(self.k, self.cumulative, self.sig)
+
+    def _value(self) -> bytes:
+        return _pack([self.payer, self.deposit, self.penalty, self.expiry_height, self.k,
+                      self.cumulative, self.sig, self.status, self.txid, self.sent_height,
+                      self.reason])
+
+    def to_json(self) -> dict:
+        """JSON-friendly form for ``GET /v1/channels`` and ``merchant status``."""
+        return {"channel_id": self.channel_id.hex(), "payer": self.payer.hex(),
+                "deposit": self.deposit, "penalty": self.penalty,
+                "expiry_height": self.expiry_height, "k": self.k,
+                "cumulative": self.cumulative, "status": self.status,
+                "txid": None if self.txid is None else self.txid.hex(),
+                "reason": self.reason}
+
+
+class ChannelStore:
+    """LevelDB store of the payee's channels at ``path`` (created if missing).
+
+    Raises ``ChannelStoreError`` if another process holds it. Use as a context manager or
+    call ``close``. Thread-safe (one lock around read-modify-writes).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(path), create_if_missing=True)
+        except (plyvel.IOError, plyvel.Error) as exc:
+            raise ChannelStoreError(f"cannot open channel store {path}: {exc}") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> ChannelStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def get(self, channel_id: bytes) -> StoredChannel | None:
+        """The record of ``channel_id`` or None (no voucher accepted yet)."""
+        raw = self._db.get(_CHANNEL + channel_id)
+        if raw is None:
+            return None
+        payer, deposit, penalty, expiry, k, cum, sig, status, txid, sent, reason = _unpack(raw)
+        return StoredChannel(channel_id, payer, deposit, penalty, expiry, k, cum, sig, status,
+                             txid, sent, reason)
+
+    def voucher_at(self, channel_id: bytes, k: int) -> Voucher | None:
+        """The voucher number ``k`` accepted on ``channel_id``, or None."""
+        raw = self._db.get(_HISTORY + channel_id + k.to_bytes(8, "big"))
+        if raw is None:
+            return None
+        cumulative, sig = _unpack(raw)
+        return Voucher(k, cumulative, sig)
+
+    def proof(self, channel_id: bytes) -> tuple[Voucher, Voucher] | None:
+        """The equivocation kept for ``channel_id`` (two vouchers, same ``k``), or None."""
+        raw = self._db.get(_PROOF + channel_id)
+        if raw is None:
+            return None
+        a, b = _unpack(raw)
+        return Voucher.decode(a), Voucher.decode(b)
+
+    def channels(self) -> Iterator[StoredChannel]:
+        """Every stored channel in id order."""
+        for key, _ in self._db.iterator(prefix=_CHANNEL):
+            yield self.get(key[1:])
+
+    def live_channels(self) -> list[StoredChannel]:
+        """Channels still to be closed or followed (status open, closing or cheating)."""
+        return [c for c in self.channels() if c.status in LIVE_STATUSES]
+
+    def summaries(self) -> list[dict]:
+        """``to_json`` of every channel, for status."""
+        return [c.to_json() for c in self.channels()]
+
+    # ---- writes (each one synced batch) ------------------------------------------------
+
+    def accept(self, channel_id: bytes, channel: ChannelState, voucher: Voucher) -> StoredChannel:
+        """Record ``voucher`` as the best one of ``channel_id`` (the caller checked it with
+        ``verify_voucher_for_payee``), synced before returning."""
+        with self._lock:
+            old = self.get(channel_id)
+            if old is None:
+                record = StoredChannel(channel_id, channel.payer, channel.deposit,
+                                       channel.penalty, channel.expiry_height, voucher.k,
+                                       voucher.cumulative, voucher.sig, OPEN, None, 0, "")
+            else:
+                record = replace(old, k=voucher.k, cumulative=voucher.cumulative,
+                                 sig=voucher.sig)
+            with self._db.write_batch(sync=True) as batch:
+                batch.put(_CHANNEL + channel_id, record._value())
+                batch.put(_HISTORY + channel_id + voucher.k.to_bytes(8, "big"),
+                          _pack([voucher.cumulative, voucher.sig]))
+        return record
+
+    def add_proof(self, channel_id: bytes, voucher_a: Voucher, voucher_b: Voucher) -> bool:
+        """Keep an equivocation (both signatures checked by the caller); True if new."""
+        with self._lock:
+            if self._db.get(_PROOF + channel_id) is not None:
+                return False
+            self._db.put(_PROOF + channel_id, _pack([voucher_a.encode(), voucher_b.encode()]),
+                         sync=True)
+            return True
+
+    def set_status(self, channel_id: bytes, status: str, *, txid: bytes | None = None,
+                   sent_height: int | None = None, reason: str = "") -> StoredChannel:
+        """Change a channel's status (with the transaction in flight, if any), synced.
+        Raises ``KeyError`` for an unknown channel."""
+        with self._lock:
+            old = self.get(channel_id)
+            if old is None:
+                raise KeyError(channel_id.hex())
+            record = replace(old, status=status, reason=reason,
+                             txid=old.txid if txid is None else txid,
+                             sent_height=old.sent_height if sent_height is None else sent_height)
+            self._db.put(_CHANNEL + channel_id, record._value(), sync=True)
+        return record
