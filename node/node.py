@@ -26,6 +26,7 @@ from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, head
 from node.rpc import RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
+from node.tipwatch import TipWatch
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
 
@@ -53,6 +54,7 @@ class Node:
         self.mempool = Mempool(params, self.genesis_hash)
         self.mine_address = mine_address
         self.block_lock = trio.Lock()
+        self.tipwatch = TipWatch(self.chain.tip.hash, self.chain.height)  # waiting RPCs
         self.stop_requested = trio.Event()
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._pow: PowWorker | None = None
@@ -118,6 +120,7 @@ class Node:
                      len(change.disconnected), len(change.connected), self.chain.height)
         self._reset_mempool(change)
         self.network.announce_block(self.chain.tip.hash)
+        self.tipwatch.notify(self.chain.tip.hash, self.chain.height)  # waiting RPCs
 
     # -- blocks --------------------------------------------------------------------------
     async def process_block(self, raw: bytes) -> AddResult:
