@@ -160,3 +160,70 @@ def test_estimatefee_shape(nodes_factory):
     assert 107 < est["redeem_size"] < 400 and est["ticket_size"] >= 107
     assert node.rpc.call("estimatefee", 6)["target_blocks"] == 6
     assert_rpc_error("target_blocks must be in 1..1008", node.rpc.call, "estimatefee", 0)
+
+
+class CountingRpc(RpcClient):
+    """An ``RpcClient`` that counts the calls per method (instrumentation only)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.counts: dict[str, int] = {}
+
+    def call(self, method: str, *params):
+        self.counts[method] = self.counts.get(method, 0) + 1
+        return super().call(method, *params)
+
+
+def test_redeemer_reacts_to_the_draw_within_one_block_without_polling(nodes_factory, tmp_path):
+    """A redeemer whose poll interval and wait are 60 s sends its REDEEM within seconds
+    of block ``t_draw + 1``: only ``waitfornewblock`` can have woken it."""
+    import trio
+
+    from consensus.escrow import EscrowState, compute_t_draw, compute_t_expire
+    from consensus.ticket import sign_ticket
+    from wallet.merchant.chainview import RpcChainView
+    from wallet.merchant.redeemer import Redeemer
+    from wallet.merchant.ticketstore import NewTicket, TicketStore
+
+    (node,) = nodes_factory.start_nodes(1)
+    node.generate(1)
+    eid = create_escrow(node, 0, [5], 0)  # tkt_rate 2, draw_len 1, p = 1/2: one winner of 2
+    escrow = EscrowState.from_rpc(node.rpc.call("getescrow", eid))
+    params = get_params("regtest")
+    t_draw, t_expire = compute_t_draw(params, escrow, 0), compute_t_expire(params, escrow, 0)
+    genesis = bytes.fromhex(node.getinfo()["genesis_hash"])
+    port = node.rpc_port
+    rpc = CountingRpc.from_cookie(f"http://127.0.0.1:{port}/", node.datadir / ".cookie",
+                                  timeout=300)
+    out: dict[str, float] = {}
+
+    async def main() -> None:
+        view = await RpcChainView.create(rpc)
+        with TicketStore(tmp_path / "store") as store:
+            store.add_tickets([
+                NewTicket(bytes.fromhex(eid), s, 0, escrow.start, 0, t_draw, t_expire,
+                          sign_ticket(test_seed(0), genesis, bytes.fromhex(eid), 0, s).encode())
+                for s in (0, 1)])
+            redeemer = Redeemer(test_seed(5), store, view, poll_interval=60, wait_seconds=60)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(redeemer.run)
+                height = node.getinfo()["height"]
+                await trio.to_thread.run_sync(node.generate, t_draw - height)
+                began = trio.current_time()
+                await trio.to_thread.run_sync(node.generate, 1)  # block t_draw + 1
+                with trio.fail_after(20):
+                    while not await trio.to_thread.run_sync(node.rpc.call, "getrawmempool"):
+                        await trio.sleep(0.05)
+                out["reaction"] = trio.current_time() - began
+                out["wakeups"] = redeemer.wakeups
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    rpc.close()
+    (txid,) = node.rpc.call("getrawmempool")
+    assert out["reaction"] < 10, out  # the poll interval and the wait timeout are 60 s
+    assert out["wakeups"] <= 2 + (t_draw + 1 - escrow.created_height), out
+    assert rpc.counts.get("waitfornewblock", 0) >= 1 and rpc.counts["getdraw"] >= 1
+    assert rpc.counts["getinfo"] <= 3, rpc.counts  # no height polling
+    (block_hash,) = node.generate(1)
+    assert node.tx_status(txid)[0] == "confirmed"

@@ -54,12 +54,14 @@ class Redeemer:
 
     ``merchant_seed`` signs the REDEEMs (its public key must be the tickets' merchant);
     ``fee`` (units) is paid per REDEEM out of its payout; ``poll_interval`` (seconds)
-    paces the loop only when the view has no ``wait_for_new_block`` and after node errors.
+    paces the loop only when the view has no ``wait_for_new_block`` and after node errors;
+    ``wait_seconds`` bounds one wait for a new block.
     ``wakeups`` counts the loop's passes (for tests and status).
     """
 
     def __init__(self, merchant_seed: bytes, store: TicketStore, view: ChainView, *,
-                 fee: int = DEFAULT_FEE, poll_interval: float = POLL_INTERVAL) -> None:
+                 fee: int = DEFAULT_FEE, poll_interval: float = POLL_INTERVAL,
+                 wait_seconds: float = WAIT_SECONDS) -> None:
         if fee < 0:
             raise ValueError("fee must be >= 0")
         self._seed = merchant_seed
@@ -68,6 +70,7 @@ class Redeemer:
         self._view = view
         self._fee = fee
         self._poll_interval = poll_interval
+        self._wait_seconds = wait_seconds
         self._redeemed: dict[bytes, dict[int, set[int]]] = {}  # per step: getredeemed cache
         self.wakeups = 0
 
@@ -91,7 +94,7 @@ class Redeemer:
                 if wait is None:
                     await trio.sleep(self._poll_interval)
                 else:
-                    await wait(WAIT_SECONDS)
+                    await wait(self._wait_seconds)
             except NodeError as exc:
                 log.warning("redeemer: node unavailable, retrying: %s", exc)
                 await trio.sleep(self._poll_interval)
