@@ -17,10 +17,9 @@ from consensus.state import (compute_state_hash, get_account, get_burned, get_es
                              get_issued, iter_redeemed)
 from consensus.transition import get_draw_value
 from consensus.tx import Tx
-from node.escrowindex import EscrowIndex
-from node.feeestimate import FeeEstimator
 from node.jsonrpc import RpcError
 from node.mempool import PolicyError
+from node.rpc_push import PushMethods
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -47,23 +46,9 @@ def parse_address(text: str) -> bytes:
     return decode_address(text)
 
 
-def parse_timeout_ms(timeout: int) -> float:
-    """Seconds from a bitcoind-style wait timeout in milliseconds (0 = no timeout, which
-    ``TipWatch`` caps); ``ValueError`` if negative."""
-    if timeout < 0:
-        raise ValueError("timeout must be >= 0 (milliseconds, 0 = no timeout)")
-    return timeout / 1000
-
-
-def _tip_json(tip: tuple[bytes, int]) -> dict:
-    return {"hash": tip[0].hex(), "height": tip[1]}
-
-
 def make_methods(node: "Node") -> dict[str, Callable]:
     """The SPEC §12 method table bound to ``node``."""
     chain, store = node.chain, node.store
-    escrow_index = EscrowIndex()
-    fee_estimator = FeeEstimator(node.params.max_block_bytes)
 
     def getinfo() -> dict:
         """SPEC §12: chain, height, best_hash, genesis_hash, peers, mempool, target, burned (+ supply)."""
@@ -196,56 +181,14 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         return (None if channel is None
                 else {"channel_id": channel_id.lower(), **channel.to_json()})
 
-    async def waitfornewblock(timeout: int = 0, current_tip: str | None = None) -> dict:
-        """bitcoind's: wait until the tip differs from ``current_tip`` (hex; default: the
-        tip when called) or ``timeout`` ms pass (0 = no timeout, capped at
-        ``tipwatch.MAX_WAIT_SECONDS``); ``{hash, height}`` of the tip then."""
-        seconds = parse_timeout_ms(timeout)
-        old = (parse_hash(current_tip, "current_tip") if current_tip is not None
-               else node.tipwatch.tip_hash)
-        return _tip_json(await node.tipwatch.wait_for(lambda h, _: h != old, seconds))
-
-    async def waitforblockheight(height: int, timeout: int = 0) -> dict:
-        """bitcoind's: wait until the tip height is ≥ ``height`` or ``timeout`` ms pass
-        (0 = no timeout, capped); ``{hash, height}`` of the tip then."""
-        if height < 0:
-            raise ValueError("height must be >= 0")
-        seconds = parse_timeout_ms(timeout)
-        return _tip_json(await node.tipwatch.wait_for(lambda _, t: t >= height, seconds))
-
-    def listescrows(selector: dict | str, address: str | None = None) -> list:
-        """Live escrows of an owner or naming a merchant, each like ``getescrow``'s result,
-        by created_height: params ``[{"owner": ADDRESS}]``, ``[{"merchant": ADDRESS}]``,
-        or ``["owner" | "merchant", ADDRESS]`` (bech32m or hex). Uses ``EscrowIndex``."""
-        if isinstance(selector, dict):
-            if address is not None or len(selector) != 1:
-                raise ValueError('expected {"owner": ADDRESS} or {"merchant": ADDRESS}')
-            (role, address), = selector.items()
-        else:
-            role = selector
-        if role not in ("owner", "merchant") or not isinstance(address, str):
-            raise ValueError('expected {"owner": ADDRESS}, {"merchant": ADDRESS} or '
-                             '["owner"|"merchant", ADDRESS]')
-        key = parse_address(address)
-        escrow_index.sync(chain.main, chain.get_block, store.state)
-        found = escrow_index.lookup(store.state, **{role: key})
-        return [{"escrow_id": eid.hex(), **escrow.to_json()} for eid, escrow in found]
-
-    def estimatefee(target_blocks: int = 1) -> dict:
-        """Fee per byte (units/byte) for inclusion within ``target_blocks`` (1..1008), and
-        for a typical 1-ticket REDEEM, from the mempool and recent blocks; see
-        ``node.feeestimate`` and DESIGN "estimatefee"."""
-        pool = [(e.tx.fee, e.size) for e in node.mempool.entries.values()]
-        return fee_estimator.estimate(target_blocks, pool, chain.main, chain.get_block)
-
     def stop() -> bool:
         """SPEC §12: answer true, then shut down cleanly."""
         node.request_stop()
         return True
 
-    return {f.__name__: f for f in (getinfo, getblockhash, getblock, getaccount, getescrow,
-                                    getdraw, getredeemed, sendrawtransaction, gettransaction,
-                                    getrawmempool, getpeerinfo, addnode, generate,
-                                    getstatehash, stop, getmpescrow, getchannel,
-                                    waitfornewblock, waitforblockheight, listescrows,
-                                    estimatefee)}
+    methods = {f.__name__: f for f in (
+        getinfo, getblockhash, getblock, getaccount, getescrow, getdraw, getredeemed,
+        sendrawtransaction, gettransaction, getrawmempool, getpeerinfo, addnode, generate,
+        getstatehash, stop, getmpescrow, getchannel)}
+    methods.update(PushMethods(node).table())  # waitfor*, listescrows, estimatefee
+    return methods

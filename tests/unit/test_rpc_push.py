@@ -15,12 +15,12 @@ from consensus.address import encode_address
 from consensus.escrow import compute_escrow_id, compute_min_penalty
 from consensus.keys import public_key
 from consensus.params import get_params
-from consensus.state import MemoryState, delete_escrow, get_escrow
+from consensus.state import MemoryState, credit, delete_escrow, get_escrow
 from consensus.ticket import Ticket
 from consensus.transition import TxContext, process_escrow_create
 from consensus.tx import make_escrow_create, make_redeem, make_transfer
 from node.escrowindex import EscrowIndex
-from node.feeestimate import (FeeEstimator, blocks_feerate, BlockFees, mempool_feerate,
+from node.feeestimate import (BlockFees, FeeEstimator, blocks_feerate, mempool_feerate,
                               redeem_sizes)
 from node.jsonrpc import Dispatcher
 from node.tipwatch import MAX_WAIT_SECONDS, TipWatch
@@ -103,7 +103,6 @@ class FakeChain:
         self.blocks = {H[0]: SimpleNamespace(txs=[])}
 
     def connect(self, block_hash: bytes, txs) -> list[bytes]:
-        from consensus.state import credit
         ids = []
         for tx in txs:
             credit(self.state, tx.sender, 10**9)
