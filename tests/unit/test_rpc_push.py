@@ -320,3 +320,72 @@ def test_view_falls_back_to_polling_an_older_node(tmp_path):
 
     height, can_wait, elapsed = run_view(tmp_path, {"getinfo": getinfo}, body)
     assert (height, can_wait) == (7, False) and 0.4 <= elapsed < 5
+
+
+# ---- the wallet's side: --wait (WalletContext.wait_confirmed) ------------------------------
+
+def serve_sync(tmp_path, methods: dict, fn):
+    """Serve ``methods`` with a real RpcServer; run ``fn(rpc_client)`` in a thread."""
+    from node.rpc import RpcServer
+    from wallet.rpcclient import RpcClient
+
+    cookie = tmp_path / ".cookie"
+
+    async def main():
+        server = RpcServer(methods, cookie_path=cookie)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.serve)
+            with RpcClient.from_cookie(f"http://127.0.0.1:{port}/", cookie, timeout=10) as rpc:
+                result = await trio.to_thread.run_sync(fn, rpc)
+            nursery.cancel_scope.cancel()
+        return result
+    return trio.run(main)
+
+
+def tx_methods(confirm_after: int, calls: list, *, can_wait: bool) -> dict:
+    """getinfo, gettransaction (mempool until called ``confirm_after`` times) and, if
+    ``can_wait``, a waitfornewblock that returns at once with a new tip."""
+    def getinfo():
+        calls.append("getinfo")
+        return {"height": 1, "best_hash": "11" * 32}
+
+    def gettransaction(txid: str):
+        calls.append("gettransaction")
+        if calls.count("gettransaction") < confirm_after:
+            return {"status": "mempool"}
+        return {"status": "confirmed", "height": 2, "block_hash": "22" * 32,
+                "confirmations": 1}
+
+    async def waitfornewblock(timeout: int = 0, current_tip: str | None = None):
+        calls.append(("waitfornewblock", current_tip))
+        return {"hash": "22" * 32, "height": 2}
+
+    methods = {"getinfo": getinfo, "gettransaction": gettransaction}
+    if can_wait:
+        methods["waitfornewblock"] = waitfornewblock
+    return methods
+
+
+def test_wait_confirmed_waits_on_new_blocks(tmp_path):
+    from wallet.commands.common import WalletContext
+    calls: list = []
+
+    def fn(rpc):
+        return WalletContext(tmp_path / "w", _rpc=rpc).wait_confirmed("ab" * 32, 30)
+
+    found = serve_sync(tmp_path, tx_methods(3, calls, can_wait=True), fn)
+    assert found["status"] == "confirmed"
+    assert calls == ["getinfo", "gettransaction", ("waitfornewblock", "11" * 32),
+                     "gettransaction", ("waitfornewblock", "22" * 32), "gettransaction"]
+
+
+def test_wait_confirmed_polls_an_older_node(tmp_path):
+    from wallet.commands.common import WalletContext
+    calls: list = []
+
+    def fn(rpc):
+        return WalletContext(tmp_path / "w", _rpc=rpc).wait_confirmed("ab" * 32, 30)
+
+    found = serve_sync(tmp_path, tx_methods(4, calls, can_wait=False), fn)
+    assert found["status"] == "confirmed"
+    assert calls == ["getinfo"] + ["gettransaction"] * 4  # polled after method-not-found
