@@ -389,3 +389,25 @@ def test_wait_confirmed_polls_an_older_node(tmp_path):
     found = serve_sync(tmp_path, tx_methods(4, calls, can_wait=False), fn)
     assert found["status"] == "confirmed"
     assert calls == ["getinfo"] + ["gettransaction"] * 4  # polled after method-not-found
+
+
+def test_view_returns_at_once_when_it_already_saw_a_newer_height(tmp_path):
+    """The ticket service's getinfo may move the view's tip while the redeemer steps:
+    ``after`` makes the redeemer's next wait return at once instead of missing a block."""
+    waits = []
+
+    def getinfo():
+        return {"height": 6, "best_hash": "66" * 32, "genesis_hash": "00" * 32,
+                "chain": "regtest"}
+
+    def waitfornewblock(timeout: int = 0, current_tip: str | None = None):
+        waits.append(current_tip)
+        return {"hash": "77" * 32, "height": 7}
+
+    async def body(view):
+        return (await view.wait_for_new_block(5.0, after=5),
+                await view.wait_for_new_block(5.0, after=6))
+
+    assert run_view(tmp_path, {"getinfo": getinfo, "waitfornewblock": waitfornewblock},
+                    body) == (6, 7)
+    assert waits == ["66" * 32]

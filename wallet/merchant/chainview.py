@@ -90,9 +90,10 @@ class ChainView(Protocol):
         """Relay an encoded transaction; returns its 32-byte txid."""
         ...
 
-    # Optional: ``async def wait_for_new_block(self, timeout: float) -> int`` — return
-    # the best height once the tip differs from the last one this view saw, or after
-    # ``timeout`` seconds (the redeemer polls views without it).
+    # Optional: ``async def wait_for_new_block(self, timeout: float, after: int | None)
+    # -> int`` — return the best height once the tip differs from the last one this view
+    # saw (at once if it saw a height other than ``after``), or after ``timeout`` seconds
+    # (the redeemer polls views without it).
 
     async def transaction_status(self, txid: bytes) -> tuple[str, int | None] | None:
         """``("mempool", None)``, ``("confirmed", height)`` or ``None`` when unknown."""
@@ -224,9 +225,12 @@ class RpcChainView:
             raise _malformed("getinfo", info)
         return self._store_height("getinfo", info.get("height"), info.get("best_hash"))
 
-    async def wait_for_new_block(self, timeout: float = WAIT_SECONDS) -> int:
+    async def wait_for_new_block(self, timeout: float = WAIT_SECONDS,
+                                 after: int | None = None) -> int:
         """Block until the tip differs from the one this view last saw, or ``timeout``
-        seconds pass; return the best height (issue 8: push, not polling).
+        seconds pass; return the best height (issue 8: push, not polling). With
+        ``after`` (the height the caller last handled), return at once if this view
+        already saw another height, e.g. read meanwhile by the ticket service.
 
         Uses ``waitfornewblock(ms, current_tip)``, so a block found between two calls is
         never missed. A node without it (method-not-found) is polled: sleep
@@ -235,6 +239,8 @@ class RpcChainView:
         """
         if self._best_hash is None:
             await self.height(fresh=True)
+        if after is not None and self._height is not None and self._height != after:
+            return self._height
         if self.can_wait:
             seconds = max(0.05, min(timeout, getattr(self._rpc, "timeout", 30) / 2))
             try:

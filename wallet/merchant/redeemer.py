@@ -94,7 +94,7 @@ class Redeemer:
                 if wait is None:
                     await trio.sleep(self._poll_interval)
                 else:
-                    await wait(self._wait_seconds)
+                    await wait(self._wait_seconds, after=t)
             except NodeError as exc:
                 log.warning("redeemer: node unavailable, retrying: %s", exc)
                 await trio.sleep(self._poll_interval)
