@@ -73,6 +73,19 @@ def test_waitfornewblock_wakes_on_a_block_mined_by_another_client(nodes_factory)
     assert waiter.elapsed < 30
 
 
+def test_stop_does_not_wait_for_waiters(nodes_factory):
+    """A pending 60 s wait neither delays ``stop`` nor survives it."""
+    (node,) = nodes_factory.start_nodes(1)
+    waiter = Waiter(node, "waitforblockheight", 100, 60_000)
+    waiter.start()
+    assert node.getinfo()["height"] == 0
+    began = time.monotonic()
+    assert node.stop(timeout=20) == 0
+    assert time.monotonic() - began < 20
+    waiter.join(timeout=20)
+    assert not waiter.is_alive() and waiter.elapsed < 30
+
+
 def test_waitforblockheight_and_timeouts(nodes_factory):
     (node,) = nodes_factory.start_nodes(1)
     genesis = node.getinfo()["best_hash"]
