@@ -29,6 +29,8 @@ from node.rpc import RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
 from node.verify import Either, WorkerPool
+
+from node.tipwatch import TipWatch
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
 
@@ -58,6 +60,7 @@ class Node:
         self.chain.prepare = self._prepare_block
         self.mine_address = mine_address
         self.block_lock = trio.Lock()
+        self.tipwatch = TipWatch(self.chain.tip.hash, self.chain.height)  # waiting RPCs
         self.stop_requested = trio.Event()
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._pow: PowWorker | None = None
@@ -165,6 +168,7 @@ class Node:
                      len(change.disconnected), len(change.connected), self.chain.height)
         self._reset_mempool(change)
         self.network.announce_block(self.chain.tip.hash)
+        self.tipwatch.notify(self.chain.tip.hash, self.chain.height)  # waiting RPCs
 
     # -- blocks --------------------------------------------------------------------------
     async def process_block(self, raw: bytes) -> BlockResult:

@@ -19,6 +19,7 @@ from consensus.transition import get_draw_value
 from consensus.tx import Tx
 from node.jsonrpc import RpcError
 from node.mempool import PolicyError
+from node.rpc_push import PushMethods
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -185,7 +186,9 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         node.request_stop()
         return True
 
-    return {f.__name__: f for f in (getinfo, getblockhash, getblock, getaccount, getescrow,
-                                    getdraw, getredeemed, sendrawtransaction, gettransaction,
-                                    getrawmempool, getpeerinfo, addnode, generate,
-                                    getstatehash, stop, getmpescrow, getchannel)}
+    methods = {f.__name__: f for f in (
+        getinfo, getblockhash, getblock, getaccount, getescrow, getdraw, getredeemed,
+        sendrawtransaction, gettransaction, getrawmempool, getpeerinfo, addnode, generate,
+        getstatehash, stop, getmpescrow, getchannel)}
+    methods.update(PushMethods(node).table())  # waitfor*, listescrows, estimatefee
+    return methods

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 DEFAULT_WALLET_DIR = Path("~/.microcash/wallet")
 DEFAULT_TX_FEE = 1000  # units, for TRANSFER and ESCROW_CREATE
 DEFAULT_WAIT_TIMEOUT = 300.0  # seconds a --wait polls before giving up
-WAIT_POLL_INTERVAL = 0.2  # seconds between gettransaction polls
+WAIT_POLL_INTERVAL = 0.2  # seconds between gettransaction polls (a node without waitfornewblock)
+METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0 code an older node answers waitfornewblock with
 DOT_INTERVAL = 1.0  # seconds between progress dots on stderr
 HASH_HEX_LEN = 64
 
@@ -311,16 +312,37 @@ class WalletContext:
                                 KIND_NAMES[tx.kind])
         return txid
 
+    def _wait_for_block(self, tip: str | None, seconds: float) -> str | None:
+        """Wait up to ``seconds`` for a tip other than ``tip`` with ``waitfornewblock``
+        (push); returns the tip hash then. ``None`` as ``tip`` reads it first; returns
+        ``None`` (after sleeping ``WAIT_POLL_INTERVAL``) when the node lacks the method."""
+        if tip == "":
+            time.sleep(min(seconds, WAIT_POLL_INTERVAL))
+            return ""
+        try:
+            if tip is None:
+                info = self.call("getinfo")
+                return (info.get("best_hash") if isinstance(info, dict) else None) or ""
+            return self.call("waitfornewblock", max(1, int(seconds * 1000)), tip)["hash"]
+        except RpcError as exc:
+            if exc.code != METHOD_NOT_FOUND:
+                raise
+            time.sleep(min(seconds, WAIT_POLL_INTERVAL))
+            return ""  # polling from now on
+
     def wait_confirmed(self, txid: str, timeout: float) -> dict[str, Any]:
-        """Poll ``gettransaction`` until ``txid`` is in a block; return that reply
+        """Wait until ``txid`` is in a block; return the ``gettransaction`` reply
         (``{status, height, block_hash, confirmations}``).
 
-        Prints a line then a dot per second on stderr. Raises WalletError when the
-        transaction leaves the mempool unmined or ``timeout`` seconds pass.
+        Checks once per new block, woken by the node's ``waitfornewblock`` (an older node
+        without it is polled every ``WAIT_POLL_INTERVAL`` s). Prints a line then a dot per
+        second on stderr. Raises WalletError when the transaction leaves the mempool
+        unmined or ``timeout`` seconds pass.
         """
         progress(f"waiting for {txid} to be mined (up to {timeout:g} s)", nl=False)
         deadline = time.monotonic() + timeout
         next_dot = time.monotonic() + DOT_INTERVAL
+        tip = self._wait_for_block(None, 0)  # the tip before the first check: none missed
         try:
             while True:
                 found = self.call("gettransaction", txid)
@@ -341,7 +363,7 @@ class WalletContext:
                 if now >= next_dot:
                     progress(".", nl=False)
                     next_dot = now + DOT_INTERVAL
-                time.sleep(WAIT_POLL_INTERVAL)
+                tip = self._wait_for_block(tip, min(deadline, next_dot) - now)
         finally:
             progress("")
 

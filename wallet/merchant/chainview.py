@@ -35,6 +35,9 @@ RPC_TIMEOUT = 10.0  # seconds one RPC call may take before the node counts as un
 HEIGHT_TTL = 0.5  # seconds a best height read is reused
 ESCROW_CACHE_SIZE = 4096  # escrow states (or "unknown" answers) kept in memory
 RPC_THREADS = 4  # worker threads running RPC calls at once
+WAIT_SECONDS = 10.0  # longest one ``waitfornewblock`` call (a fresh call follows)
+FALLBACK_POLL = 0.5  # seconds slept instead when the node has no ``waitfornewblock``
+METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0: an older node without the waiting RPCs
 HASH_SIZE = 32
 
 
@@ -92,6 +95,11 @@ class ChainView(Protocol):
     async def channel(self, channel_id: bytes) -> ChannelState | None:
         """The open payment channel (SPEC §16), or ``None`` once closed or expired."""
         ...
+
+    # Optional: ``async def wait_for_new_block(self, timeout: float, after: int | None)
+    # -> int`` — return the best height once the tip differs from the last one this view
+    # saw (at once if it saw a height other than ``after``), or after ``timeout`` seconds
+    # (the redeemer polls views without it).
 
     async def transaction_status(self, txid: bytes) -> tuple[str, int | None] | None:
         """``("mempool", None)``, ``("confirmed", height)`` or ``None`` when unknown."""
@@ -166,6 +174,8 @@ class RpcChainView:
         self._limiter = trio.CapacityLimiter(RPC_THREADS)
         self._height: int | None = None
         self._height_at = 0.0
+        self._best_hash: str | None = None  # tip hash (hex) of the last height read
+        self.can_wait = True  # False once the node answered method-not-found
         self._escrows: collections.OrderedDict[bytes, tuple[int, EscrowState | None]] = (
             collections.OrderedDict()
         )
@@ -191,7 +201,7 @@ class RpcChainView:
             except ValueError as exc:
                 raise NodeUnavailable(str(exc)) from None
         view = cls(rpc, genesis_hash, params, timeout=timeout)
-        view._store_height("getinfo", info.get("height"))
+        view._store_height("getinfo", info.get("height"), info.get("best_hash"))
         return view
 
     async def _call(self, method: str, *params: Any) -> Any:
@@ -199,9 +209,11 @@ class RpcChainView:
             self._rpc, method, *params, timeout=self._timeout, limiter=self._limiter
         )
 
-    def _store_height(self, method: str, value: Any) -> int:
+    def _store_height(self, method: str, value: Any, best_hash: Any = None) -> int:
         if not _is_uint(value):
             raise _malformed(method, value)
+        if best_hash is not None:
+            self._best_hash = _parse_hash(method, best_hash).hex()
         if self._height is not None and value != self._height:
             self._escrows.clear()  # balances and ``broken`` may have changed
         self._height = value
@@ -217,7 +229,42 @@ class RpcChainView:
         info = await self._call("getinfo")
         if not isinstance(info, dict):
             raise _malformed("getinfo", info)
-        return self._store_height("getinfo", info.get("height"))
+        return self._store_height("getinfo", info.get("height"), info.get("best_hash"))
+
+    async def wait_for_new_block(self, timeout: float = WAIT_SECONDS,
+                                 after: int | None = None) -> int:
+        """Block until the tip differs from the one this view last saw, or ``timeout``
+        seconds pass; return the best height (issue 8: push, not polling). With
+        ``after`` (the height the caller last handled), return at once if this view
+        already saw another height, e.g. read meanwhile by the ticket service.
+
+        Uses ``waitfornewblock(ms, current_tip)``, so a block found between two calls is
+        never missed. A node without it (method-not-found) is polled: sleep
+        ``FALLBACK_POLL`` s, then ``getinfo``. The wait is cut to half the RPC client's
+        own HTTP timeout. Raises ``NodeUnavailable`` / ``NodeRejected`` like every read.
+        """
+        if self._best_hash is None:
+            await self.height(fresh=True)
+        if after is not None and self._height is not None and self._height != after:
+            return self._height
+        if self.can_wait:
+            seconds = max(0.05, min(timeout, getattr(self._rpc, "timeout", 30) / 2))
+            try:
+                tip = await call_rpc(self._rpc, "waitfornewblock", int(seconds * 1000),
+                                     self._best_hash, timeout=seconds + self._timeout,
+                                     limiter=self._limiter)
+            except NodeRejected as exc:
+                if exc.code != METHOD_NOT_FOUND:
+                    raise
+                log.info("node has no waitfornewblock: polling every %g s", FALLBACK_POLL)
+                self.can_wait = False
+            else:
+                if not isinstance(tip, dict):
+                    raise _malformed("waitfornewblock", tip)
+                return self._store_height("waitfornewblock", tip.get("height"),
+                                          tip.get("hash"))
+        await trio.sleep(min(timeout, FALLBACK_POLL))
+        return await self.height(fresh=True)
 
     async def escrow(self, escrow_id: bytes) -> EscrowState | None:
         """``getescrow`` parsed by ``EscrowState.from_rpc``; ``None`` when unknown.

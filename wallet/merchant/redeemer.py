@@ -1,6 +1,8 @@
 """The merchant's auto-redeemer: claim winning tickets inside their window (SPEC §6, §7).
 
-A trio task beside the ticket service. On every new best height ``t`` it walks the draw
+A trio task beside the ticket service. It waits for each new block with the node's
+``waitfornewblock`` (``ChainView.wait_for_new_block``; a view or node without it is
+polled every ``poll_interval`` s). On every new best height ``t`` it walks the draw
 groups that still have open tickets (``TicketStore.open_groups``) and, per group:
 
 1. once the draw is out (``t ≥ t_draw(g) + 1``, read with ``getdraw``), marks held tickets
@@ -37,7 +39,8 @@ from wallet.merchant.ticketstore import (EVIDENCE_DUPLICATE, EXPIRED, FAILED, HE
 log = logging.getLogger(__name__)
 
 DEFAULT_FEE = 0  # units per REDEEM, paid out of the payout (SPEC §2 rule 5)
-POLL_INTERVAL = 0.5  # seconds between best-height polls
+POLL_INTERVAL = 0.5  # seconds between best-height polls when the view cannot wait
+WAIT_SECONDS = 10.0  # longest single wait for a new block
 
 # Reasons that may clear up by themselves: try again at the next height.
 TRANSIENT_REASONS = frozenset({"ticket-not-drawn", "mempool-full"})
@@ -50,11 +53,15 @@ class Redeemer:
     """Redeems the merchant's winning tickets (SPEC §6, §7); run with ``run()``.
 
     ``merchant_seed`` signs the REDEEMs (its public key must be the tickets' merchant);
-    ``fee`` (units) is paid per REDEEM out of its payout; ``poll_interval`` in seconds.
+    ``fee`` (units) is paid per REDEEM out of its payout; ``poll_interval`` (seconds)
+    paces the loop only when the view has no ``wait_for_new_block`` and after node errors;
+    ``wait_seconds`` bounds one wait for a new block.
+    ``wakeups`` counts the loop's passes (for tests and status).
     """
 
     def __init__(self, merchant_seed: bytes, store: TicketStore, view: ChainView, *,
-                 fee: int = DEFAULT_FEE, poll_interval: float = POLL_INTERVAL) -> None:
+                 fee: int = DEFAULT_FEE, poll_interval: float = POLL_INTERVAL,
+                 wait_seconds: float = WAIT_SECONDS) -> None:
         if fee < 0:
             raise ValueError("fee must be >= 0")
         self._seed = merchant_seed
@@ -63,25 +70,34 @@ class Redeemer:
         self._view = view
         self._fee = fee
         self._poll_interval = poll_interval
+        self._wait_seconds = wait_seconds
         self._redeemed: dict[bytes, dict[int, set[int]]] = {}  # per step: getredeemed cache
+        self.wakeups = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll the best height every ``poll_interval`` s; ``step`` on each new one.
+        """``step`` on each new best height, woken by the node (``wait_for_new_block``)
+        or, for a view without it, by polling every ``poll_interval`` s.
 
-        A step cut short by an unreachable node is retried at the next poll. Runs until
-        cancelled.
+        A step cut short by an unreachable node is retried after ``poll_interval`` s.
+        Runs until cancelled.
         """
         task_status.started()
         done_height: int | None = None
+        wait = getattr(self._view, "wait_for_new_block", None)
         while True:
+            self.wakeups += 1
             try:
                 t = await self._view.height()
                 if t != done_height:
                     await self.step(t)
                     done_height = t
+                if wait is None:
+                    await trio.sleep(self._poll_interval)
+                else:
+                    await wait(self._wait_seconds, after=t)
             except NodeError as exc:
                 log.warning("redeemer: node unavailable, retrying: %s", exc)
-            await trio.sleep(self._poll_interval)
+                await trio.sleep(self._poll_interval)
 
     async def step(self, t: int) -> None:
         """One pass over every open group at best height ``t`` (see module docstring).
