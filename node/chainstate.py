@@ -11,7 +11,7 @@ undo data and connects the new ones, one store batch each.
 
 import logging
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from consensus.block import (Block, Header, HeaderContext, compute_median_time_past,
@@ -116,6 +116,11 @@ class ChainState:
     def is_on_main(self, entry: IndexEntry) -> bool:
         """Whether ``entry`` is on the connected best chain."""
         return self.index.is_on_main(entry)
+
+    @property
+    def main_hashes(self) -> "MainHashes":
+        """The main chain's block hashes by height, as a read-only sequence view (no copy)."""
+        return MainHashes(self.index.main)
 
     def hash_at(self, height: int) -> bytes:
         """Main-chain block hash at ``height`` (``IndexError`` above the tip)."""
@@ -310,3 +315,18 @@ class ChainState:
         best = self._best_header
         if best is None or entry.chainwork > best.chainwork:
             self._best_header = entry
+
+
+class MainHashes(Sequence):
+    """Read-only view of main-chain hashes by height over ``BlockIndex.main`` (entries)."""
+
+    def __init__(self, entries: list[IndexEntry]) -> None:
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [e.hash for e in self._entries[item]]
+        return self._entries[item].hash

@@ -29,7 +29,6 @@ from node.rpc import RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
 from node.verify import Either, WorkerPool
-
 from node.tipwatch import TipWatch
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network

@@ -89,7 +89,7 @@ class PushMethods:
                              '["owner"|"merchant", ADDRESS]')
         key = decode_address(address)
         chain, state = self.node.chain, self.node.store.state
-        self.escrow_index.sync(chain.main, chain.get_block, state)
+        self.escrow_index.sync(chain.main_hashes, chain.get_block, state)
         found = self.escrow_index.lookup(state, **{role: key})
         return [{"escrow_id": eid.hex(), **escrow.to_json()} for eid, escrow in found]
 
@@ -99,4 +99,4 @@ class PushMethods:
         ``node.feeestimate``. ``ValueError`` (-8) for a target out of range."""
         pool = [(e.tx.fee, e.size) for e in self.node.mempool.entries.values()]
         chain = self.node.chain
-        return self.fee_estimator.estimate(target_blocks, pool, chain.main, chain.get_block)
+        return self.fee_estimator.estimate(target_blocks, pool, chain.main_hashes, chain.get_block)
