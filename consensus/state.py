@@ -331,8 +331,7 @@ def compute_money_total(view: StateView) -> int:
 def debit_account(view: StateView, address: bytes, amount: int, *,
                   bump_nonce: bool = False) -> None:
     """Take ``amount`` units from ``address`` (``insufficient-funds``), optionally
-    nonce += 1 — the same rule as ``consensus.transition.debit``, here so that the scheme
-    modules (which ``transition`` imports) can use it."""
+    nonce += 1 (SPEC §2 rules 4–5); ``consensus.transition.debit`` is this function."""
     acct = get_account(view, address)
     if amount > acct.balance:
         raise ConsensusError("insufficient-funds",

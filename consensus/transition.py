@@ -21,7 +21,7 @@ from consensus.lottery import winner_set
 from consensus.micropay import process_mp_claim, process_mp_escrow, process_mp_refunds
 from consensus.params import ChainParams
 from consensus.state import (Account, Overlay, StateView, add_burned, add_issued,
-                             add_refund_entry, credit, delete_escrow, get_account,
+                             add_refund_entry, credit, debit_account, delete_escrow, get_account,
                              get_block_vdf, get_escrow, get_redeemed_indices, get_refunds_at,
                              put_account, put_block_vdf, put_escrow, put_redeemed)
 from consensus.ticket import Ticket, verify_ticket_signature
@@ -70,13 +70,8 @@ def verify_tx_nonce(view: StateView, tx: Tx) -> None:
         raise ConsensusError("bad-nonce", "REDEEM and CHEAT_PROOF carry nonce 0")
 
 
-def debit(view: StateView, address: bytes, amount: int, *, bump_nonce: bool = False) -> None:
-    """Take ``amount`` from ``address`` (``insufficient-funds``), optionally nonce += 1."""
-    acct = get_account(view, address)
-    if amount > acct.balance:
-        raise ConsensusError("insufficient-funds",
-                             f"needs {amount} units, balance {acct.balance}")
-    put_account(view, address, Account(acct.balance - amount, acct.nonce + int(bump_nonce)))
+# Take units from an account (``insufficient-funds``), optionally nonce += 1 (SPEC §2).
+debit = debit_account
 
 
 # ---- kinds -----------------------------------------------------------------------------
