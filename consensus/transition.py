@@ -20,10 +20,10 @@ from consensus.escrow import (EscrowState, compute_escrow_id, compute_group_of_s
 from consensus.lottery import winner_set
 from consensus.micropay import process_mp_claim, process_mp_escrow, process_mp_refunds
 from consensus.params import ChainParams
-from consensus.state import (Account, Overlay, StateView, add_burned, add_issued,
+from consensus.state import (Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, debit_account, delete_escrow, get_account,
                              get_block_vdf, get_escrow, get_redeemed_indices, get_refunds_at,
-                             put_account, put_block_vdf, put_escrow, put_redeemed)
+                             put_block_vdf, put_escrow, put_redeemed)
 from consensus.ticket import Ticket, verify_ticket_signature
 from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
                           ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
