@@ -33,7 +33,8 @@ from consensus.encoding import expect_bytes, expect_int, expect_list, packb, unp
 from consensus.errors import ConsensusError
 from consensus.hashing import tagged_hash
 from consensus.params import ChainParams
-from consensus.state import StateView, credit, debit_account
+from consensus.state import (StateView, credit, debit_account, delete_height_entry,
+                             get_height_entries, put_height_entry)
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only (tx.py and transition.py import us)
     from consensus.transition import TxContext
@@ -221,21 +222,20 @@ def get_channel(view: StateView, channel_id: bytes) -> ChannelState | None:
 def put_channel(view: StateView, channel_id: bytes, channel: ChannelState) -> None:
     """Store a new channel and index it under its ``expiry_height``."""
     view.put(_CHANNEL + channel_id, channel.encode())
-    view.put(_EXPIRY + channel.expiry_height.to_bytes(8, "big") + channel_id, b"")
+    put_height_entry(view, _EXPIRY, channel.expiry_height, channel_id)
 
 
 def delete_channel(view: StateView, channel_id: bytes) -> None:
     """Remove a channel and its expiry index entry (undo data keeps both)."""
     channel = get_channel(view, channel_id)
     if channel is not None:
-        view.delete(_EXPIRY + channel.expiry_height.to_bytes(8, "big") + channel_id)
+        delete_height_entry(view, _EXPIRY, channel.expiry_height, channel_id)
     view.delete(_CHANNEL + channel_id)
 
 
 def get_channel_expiries_at(view: StateView, height: int) -> list[bytes]:
     """Ids of channels with ``expiry_height == height``, in id order."""
-    prefix = _EXPIRY + height.to_bytes(8, "big")
-    return [key[len(prefix):] for key, _ in view.iter_prefix(prefix)]
+    return get_height_entries(view, _EXPIRY, height)
 
 
 def iter_channels(view: StateView) -> Iterator[tuple[bytes, ChannelState]]:

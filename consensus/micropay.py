@@ -30,7 +30,8 @@ from consensus.encoding import expect_bytes, expect_int, expect_list, packb, unp
 from consensus.errors import ConsensusError
 from consensus.hashing import tagged_hash
 from consensus.params import ChainParams
-from consensus.state import StateView, credit, debit_account
+from consensus.state import (StateView, credit, debit_account, delete_height_entry,
+                             get_height_entries, put_height_entry)
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only (tx.py and transition.py import us)
     from consensus.transition import TxContext
@@ -143,21 +144,20 @@ def get_mp_escrow(view: StateView, mp_escrow_id: bytes) -> MpEscrowState | None:
 def put_mp_escrow(view: StateView, mp_escrow_id: bytes, escrow: MpEscrowState) -> None:
     """Store a new MP escrow and index it under its ``refund_height``."""
     view.put(_MP_ESCROW + mp_escrow_id, escrow.encode())
-    view.put(_MP_REFUND + escrow.refund_height.to_bytes(8, "big") + mp_escrow_id, b"")
+    put_height_entry(view, _MP_REFUND, escrow.refund_height, mp_escrow_id)
 
 
 def delete_mp_escrow(view: StateView, mp_escrow_id: bytes) -> None:
     """Remove an MP escrow and its refund index entry (undo data keeps both)."""
     escrow = get_mp_escrow(view, mp_escrow_id)
     if escrow is not None:
-        view.delete(_MP_REFUND + escrow.refund_height.to_bytes(8, "big") + mp_escrow_id)
+        delete_height_entry(view, _MP_REFUND, escrow.refund_height, mp_escrow_id)
     view.delete(_MP_ESCROW + mp_escrow_id)
 
 
 def get_mp_refunds_at(view: StateView, height: int) -> list[bytes]:
     """Ids of MP escrows with ``refund_height == height``, in id order."""
-    prefix = _MP_REFUND + height.to_bytes(8, "big")
-    return [key[len(prefix):] for key, _ in view.iter_prefix(prefix)]
+    return get_height_entries(view, _MP_REFUND, height)
 
 
 def iter_mp_escrows(view: StateView) -> Iterator[tuple[bytes, MpEscrowState]]:

@@ -210,22 +210,39 @@ def iter_escrows(view: StateView) -> Iterator[tuple[bytes, EscrowState]]:
         yield key[1:], EscrowState.decode(raw)
 
 
+# ---- height indexes: "object X is due at height h" ------------------------------------
+
+def put_height_entry(view: StateView, prefix: bytes, height: int, object_id: bytes) -> None:
+    """Index ``object_id`` under ``prefix + height(u64)`` (refunds, expiries due at a height)."""
+    view.put(prefix + height.to_bytes(8, "big") + object_id, b"")
+
+
+def delete_height_entry(view: StateView, prefix: bytes, height: int, object_id: bytes) -> None:
+    """Remove the entry ``put_height_entry`` made."""
+    view.delete(prefix + height.to_bytes(8, "big") + object_id)
+
+
+def get_height_entries(view: StateView, prefix: bytes, height: int) -> list[bytes]:
+    """Ids indexed under ``prefix`` at ``height``, in id order (one prefix scan of them only)."""
+    key_prefix = prefix + height.to_bytes(8, "big")
+    return [key[len(key_prefix):] for key, _ in view.iter_prefix(key_prefix)]
+
+
 def add_refund_entry(view: StateView, t_refund: int, escrow_id: bytes) -> None:
     """Index ``escrow_id`` under the height that refunds it."""
-    view.put(_REFUND + t_refund.to_bytes(8, "big") + escrow_id, b"")
+    put_height_entry(view, _REFUND, t_refund, escrow_id)
 
 
 def get_refunds_at(view: StateView, height: int) -> list[bytes]:
     """Ids of escrows with ``t_refund == height``, in id order."""
-    prefix = _REFUND + height.to_bytes(8, "big")
-    return [key[len(prefix):] for key, _ in view.iter_prefix(prefix)]
+    return get_height_entries(view, _REFUND, height)
 
 
 def delete_escrow(view: StateView, escrow_id: bytes) -> None:
     """Remove an escrow, its refund index entry and all its redeemed records (SPEC §9)."""
     escrow = get_escrow(view, escrow_id)
     if escrow is not None:
-        view.delete(_REFUND + escrow.t_refund.to_bytes(8, "big") + escrow_id)
+        delete_height_entry(view, _REFUND, escrow.t_refund, escrow_id)
     view.delete(_ESCROW + escrow_id)
     for key, _ in list(view.iter_prefix(_REDEEMED + escrow_id)):
         view.delete(key)
