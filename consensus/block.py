@@ -45,7 +45,7 @@ class Header:
     def decode(cls, data: bytes) -> "Header":
         """Strictly decode; raises ``DecodeError``. Canonical decoding means ``data`` is
         the encoding, so it is kept as the cached ``encode()``."""
-        header = cls.from_obj(unpackb_canonical(data))
+        header = cls.from_obj(unpackb_canonical(data, peer=True))
         object.__setattr__(header, "_raw", bytes(data))
         return header
 
@@ -99,7 +99,7 @@ class Block:
         """Strictly decode; raises ``ConsensusError`` (bad-encoding, bad-version, bad-kind).
 
         Decoding is canonical, so ``data`` is kept as the cached ``encode()``."""
-        header, txs = expect_list(unpackb_canonical(data), 2, "block")
+        header, txs = expect_list(unpackb_canonical(data, peer=True), 2, "block")
         block = cls(Header.from_obj(header),
                     tuple(Tx.from_obj(t) for t in expect_list(txs, None, "txs")))
         object.__setattr__(block, "_raw", bytes(data))

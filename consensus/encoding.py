@@ -20,17 +20,57 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpackb_canonical(data: bytes) -> Any:
+# Every array of a valid block, header or transaction carries at least one hash, key or
+# signature (≥ 32 bytes) for at most two arrays, so a valid object of ``n`` bytes holds
+# far fewer than ``n // BYTES_PER_ARRAY`` arrays. Peer bytes are decoded under that
+# bound, which makes a payload of empty arrays or maps cost no more than a valid one of
+# the same size (issue 6: memory and time amplification).
+BYTES_PER_ARRAY = 16
+
+
+class _OverBudget(Exception):
+    """Raised from the decode hooks to abort unpacking early."""
+
+
+def _array_budget(limit: int):
+    """A ``list_hook`` that aborts unpacking after ``limit`` arrays."""
+    count = 0
+
+    def hook(items: list) -> list:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _OverBudget(f"more than {limit} arrays")
+        return items
+    return hook
+
+
+def _no_maps(pairs: Any) -> Any:
+    raise _OverBudget("maps are not part of any consensus encoding")
+
+
+def unpackb_canonical(data: bytes, *, peer: bool = False) -> Any:
     """Decode one msgpack object from ``data`` and insist it is canonical.
 
+    With ``peer=True`` (blocks, headers and transactions from the network, SPEC §0/§11)
+    maps are refused at once and unpacking stops after ``8 + len(data) // 16`` arrays,
+    a bound no valid block, header or transaction reaches; so hostile bytes cost at most
+    what valid bytes of the same size cost.
+
     Raises ``DecodeError`` on malformed input, trailing bytes, maps with non-str keys,
-    invalid UTF-8, or when ``packb(result) != data``.
+    invalid UTF-8, over-budget input, or when ``packb(result) != data``.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("expected bytes")
     data = bytes(data)
+    hooks: dict[str, Any] = {}
+    if peer:
+        hooks = {"list_hook": _array_budget(8 + len(data) // BYTES_PER_ARRAY),
+                 "object_hook": _no_maps}
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, **hooks)
+    except _OverBudget as exc:
+        raise DecodeError(f"over-limit encoding ({exc})") from None
     except Exception as exc:  # msgpack raises many types; all mean "not our encoding"
         raise DecodeError(f"malformed msgpack ({type(exc).__name__})") from None
     try:

@@ -63,7 +63,7 @@ class Tx:
     def decode(cls, data: bytes) -> "Tx":
         """Strictly decode canonical bytes; raises ``ConsensusError`` (bad-encoding,
         bad-version, bad-kind)."""
-        return cls.from_obj(unpackb_canonical(data))
+        return cls.from_obj(unpackb_canonical(data, peer=True))
 
     @classmethod
     def from_obj(cls, obj: Any) -> "Tx":

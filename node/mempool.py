@@ -27,6 +27,7 @@ from consensus.params import ChainParams
 from consensus.state import StateView, get_account, get_escrow, put_block_vdf
 from consensus.transition import TxContext, apply_tx, verify_tx_signature
 from consensus.tx import CHEAT_PROOF, NONCE_KINDS, REDEEM, Tx
+from p2p.messages import MAX_TX_BYTES
 
 log = logging.getLogger("node.mempool")
 
@@ -266,8 +267,11 @@ class Mempool:
         """Check ``tx`` against tip + pool and accept it; returns its txid.
 
         Raises ``ConsensusError`` (consensus reject reason) or ``PolicyError``
-        (``txn-already-in-mempool``, ``mempool-full``, ``nonce-too-far-ahead``).
+        (``tx-size``, ``txn-already-in-mempool``, ``mempool-full``,
+        ``nonce-too-far-ahead``).
         """
+        if len(tx.encode()) > MAX_TX_BYTES:
+            raise PolicyError("tx-size")
         txid = tx.txid()
         if txid in self.entries or self.waiting.get((tx.sender, tx.nonce)) == tx:
             raise PolicyError("txn-already-in-mempool")

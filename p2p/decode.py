@@ -31,6 +31,7 @@ from p2p.messages import (
     MAX_HOST_LEN,
     MAX_INV_ITEMS,
     MAX_LOCATOR_HASHES,
+    MAX_TX_BYTES,
     MAX_USER_AGENT_LEN,
     Headers,
     WireObject,
@@ -48,7 +49,7 @@ PAYLOAD_LIMITS: dict[str, int] = {
     "getdata": 5 + MAX_INV_ITEMS * INV_ITEM_BYTES,
     "notfound": 5 + MAX_INV_ITEMS * INV_ITEM_BYTES,
     "block": 1 + MAX_BLOCK_BYTES,
-    "tx": 1 + MAX_BLOCK_BYTES,  # a transaction must fit in a block
+    "tx": 4 + MAX_TX_BYTES,  # relay policy (p2p.messages.MAX_TX_BYTES)
     "getheaders": 1 + 3 + MAX_LOCATOR_HASHES * (2 + HASH_BYTES) + 2 + HASH_BYTES,
     "headers": 1 + 3 + MAX_HEADERS * MAX_HEADER_BYTES,
     "getaddr": 1,

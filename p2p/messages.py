@@ -23,6 +23,11 @@ MAX_HEADERS = 2000
 MAX_ADDRS = 1000
 MAX_USER_AGENT_LEN = 256
 MAX_HOST_LEN = 255
+# Relay policy, not consensus (SPEC §11 gives `tx` no limit): the largest valid tx, a REDEEM
+# of 256 tickets, is ≈ 36 kB; like Bitcoin Core's standard-size rule, bigger ones are
+# neither relayed nor pooled (a block may still carry one), so a hostile `tx` costs at
+# most a 100 kB decode on the event loop.
+MAX_TX_BYTES = 100_000
 INV_KINDS = ("block", "tx")
 U63 = 2**63
 U64 = 2**64

@@ -365,3 +365,62 @@ def test_decode_errors_are_consensus_errors():
     assert issubclass(DecodeError, ConsensusError)
     assert DecodeError("x").reason == "bad-encoding"
     assert TRANSFER == 1 and COINBASE == 0
+
+
+# ---- decode budget for peer bytes (issue 6: no amplification) --------------------------
+
+def _array_count(data: bytes) -> int:
+    count = 0
+
+    def hook(items):
+        nonlocal count
+        count += 1
+        return items
+    msgpack.unpackb(data, raw=False, list_hook=hook)
+    return count
+
+
+def _smallest_txs_of_every_kind():
+    """One valid-shaped transaction of every kind with the smallest field values."""
+    from consensus.channel import Voucher
+    from consensus.tx import (make_channel_cheat, make_channel_close, make_channel_open,
+                              make_cheat_proof, make_coinbase, make_escrow_create,
+                              make_mp_claim, make_mp_escrow, make_redeem, make_transfer)
+    g, seed, to = bytes(32), ALICE_SEED, bytes(32)
+    ticket = sign_ticket(seed, g, bytes(32), 0, 0)
+    voucher = Voucher(1, 0, bytes(64))
+    return [
+        make_coinbase(0, []), make_coinbase(0, [(to, 0)] * 64),
+        make_transfer(seed, g, 0, 0, to, 0),
+        make_escrow_create(seed, g, 0, 0, 0, 0, 0, 0, 0, 0, 0, [to]),
+        make_redeem(seed, g, 0, [ticket]), make_cheat_proof(seed, g, 0, ticket, None),
+        make_mp_escrow(seed, g, 0, 0, 0, 0, 0), make_mp_claim(seed, g, 0, to, bytes(16), bytes(16), bytes(64)),
+        make_channel_open(seed, g, 0, 0, to, 0, 0, 0),
+        make_channel_close(seed, g, 0, to, voucher),
+        make_channel_cheat(seed, g, 0, to, voucher, voucher),
+    ]
+
+
+def test_valid_objects_stay_far_below_the_peer_array_budget():
+    """Every array of a valid tx/header carries ≥ 32 bytes for at most two arrays, so the
+    budget ``8 + len // 16`` of ``unpackb_canonical(peer=True)`` never rejects one."""
+    from consensus.encoding import BYTES_PER_ARRAY
+    for tx in _smallest_txs_of_every_kind():
+        raw = tx.encode()
+        assert _array_count(raw) * BYTES_PER_ARRAY * 2 <= len(raw), tx.kind
+        assert Tx.decode(raw) == tx
+    header = Header(1, 0, bytes(32), 0, 1, 0, bytes(32), bytes(32), ())
+    assert Header.decode(header.encode()) == header
+
+
+@pytest.mark.parametrize("item", [b"\x90", b"\x80", b"\x91\x90", b"\x81\xa1a\x90"],
+                         ids=["empty-arrays", "empty-maps", "nested-arrays", "maps-of-arrays"])
+def test_invalid_bad_encoding_peer_bytes_over_array_budget(item):
+    """A 1 MB block or tx of empty arrays/maps is refused before it is fully built."""
+    n = 1_000_000 // len(item)
+    txs = b"\xdd" + n.to_bytes(4, "big") + item * n
+    for what, data in (("block", b"\x92" + b"\x90" + txs), ("tx", txs)):
+        with pytest.raises(DecodeError):
+            (Block if what == "block" else Tx).decode(data)
+    with pytest.raises(DecodeError, match="over-limit|maps"):
+        unpackb_canonical(txs, peer=True)

@@ -329,3 +329,18 @@ def test_ping_nonce_shapes():
     for bad in ([], [1, 2], [-1], [2**64], [False], ["1"]):
         with pytest.raises(ProtocolViolation):
             messages.parse_nonce(bad)
+
+
+def test_invalid_reader_refuses_a_tx_over_the_relay_limit():
+    """A `tx` above MAX_TX_BYTES (relay policy) is refused before its body is buffered,
+    while the largest valid tx (a 256-ticket REDEEM, ≈ 36 kB) fits."""
+    assert decode.PAYLOAD_LIMITS["tx"] >= messages.MAX_TX_BYTES > 256 * 140
+
+    async def main():
+        head = struct.pack(">I", messages.MAX_TX_BYTES + 64) + b"\x92\xa2tx"
+        ours, theirs = trio.testing.memory_stream_pair()
+        await theirs.send_all(head)
+        with pytest.raises(ProtocolViolation, match="over-limit tx"):
+            await FrameReader(ours).read_message(decode.PAYLOAD_LIMITS)
+
+    trio.run(main)
