@@ -64,17 +64,37 @@ class StoreWriteError(StoreError, RpcError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class StoreReadError(StoreCorruption, RpcError):
+    """A read found the store damaged (LevelDB checksum or I/O error). The node stops
+    like after a failed write; ``--reindex`` is the remedy. An RPC method hit by it
+    answers error -20 with this message."""
+
+    def __init__(self, message: str) -> None:
+        RpcError.__init__(self, RPC_DATABASE_ERROR, message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 _FLUSHED = b"F"  # written with sync=True by ``flush``; its value carries nothing
 
 
 class StateBase:
-    """Read-only ``StateView`` of the committed consensus state (the tip's)."""
+    """Read-only ``StateView`` of the committed consensus state (the tip's); reads
+    raise ``StoreReadError`` (through ``on_error``) when the store is damaged."""
 
-    def __init__(self, db: plyvel.DB) -> None:
+    def __init__(self, db: plyvel.DB, on_error: Callable[[str, BaseException], None]) -> None:
         self._db = db
+        self._on_error = on_error
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(_STATE + key)
+        try:
+            return self._db.get(_STATE + key, verify_checksums=True)
+        except (plyvel.Error, OSError) as exc:
+            self._on_error("state", exc)
+            raise  # not reached: on_error raises
 
     def put(self, key: bytes, value: bytes) -> None:
         raise TypeError("the committed state changes only through ChainStore batches")
@@ -82,8 +102,11 @@ class StateBase:
     delete = put
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._db.iterator(prefix=_STATE + prefix):
-            yield key[1:], value
+        try:
+            for key, value in self._db.iterator(prefix=_STATE + prefix, verify_checksums=True):
+                yield key[1:], value
+        except (plyvel.Error, OSError) as exc:
+            self._on_error("state", exc)
 
 
 class ChainStore:
@@ -114,7 +137,7 @@ class ChainStore:
             raise StoreError(f"cannot open the store {path}: {_first_line(exc)}") from None
         except (plyvel.Error, OSError) as exc:
             raise StoreError(f"cannot open the store {path}: {_first_line(exc)}") from None
-        self.state = StateBase(self.db)
+        self.state = StateBase(self.db, self._read_failed)
         self.sync_seconds = sync_seconds
         self._last_sync = time.monotonic()
 
@@ -130,7 +153,34 @@ class ChainStore:
 
     def snapshot_state(self) -> "StateBase":
         """A read-only ``StateView`` of the committed state as of now (LevelDB snapshot)."""
-        return StateBase(self.db.snapshot())
+        return StateBase(self.db.snapshot(), self._read_failed)
+
+    # -- reads: every one verifies LevelDB's checksums ----------------------------------
+    def _get(self, what: str, key: bytes) -> bytes | None:
+        try:
+            return self.db.get(key, verify_checksums=True)
+        except (plyvel.Error, OSError) as exc:
+            self._read_failed(what, exc)
+            raise  # not reached
+
+    def _read_failed(self, what: str, exc: BaseException) -> None:
+        """A read hit damage: refuse later writes, ask the node to stop (once), raise
+        ``StoreReadError`` naming the remedy."""
+        reason = (f"store read failed ({what}): {_first_line(exc)}; the store is damaged, "
+                  "restart with --reindex to rebuild it")
+        first = self.failed is None
+        if first:
+            self.failed = reason
+            log.critical("%s; shutting down", reason)
+            self._fatal(reason)
+        raise StoreReadError(reason) from None
+
+    def _fatal(self, reason: str) -> None:
+        if self.on_fatal is not None:
+            try:
+                self.on_fatal(reason)
+            except Exception as hook_exc:  # e.g. a node not yet fully constructed
+                log.warning("stop request after the store failure failed: %r", hook_exc)
 
     # -- the one place batches are written -----------------------------------------------
     def _write(self, what: str, puts: dict[bytes, bytes | None] | list[tuple[bytes, bytes | None]],
@@ -157,11 +207,7 @@ class ChainStore:
         except (plyvel.Error, OSError) as exc:
             self.failed = f"store write failed ({what}): {_first_line(exc)}"
             log.critical("%s; shutting down to keep the store consistent", self.failed)
-            if self.on_fatal is not None:
-                try:
-                    self.on_fatal(self.failed)
-                except Exception as hook_exc:  # e.g. a node not yet fully constructed
-                    log.warning("stop request after the store failure failed: %r", hook_exc)
+            self._fatal(self.failed)
             raise StoreWriteError(self.failed) from None
         if sync:
             self._last_sync = now
@@ -182,11 +228,11 @@ class ChainStore:
 
     def get_block(self, block_hash: bytes) -> bytes | None:
         """Canonical bytes of a stored block."""
-        return self.db.get(_BLOCK + block_hash)
+        return self._get("block", _BLOCK + block_hash)
 
     def has_block(self, block_hash: bytes) -> bool:
         """Whether the block's bytes are stored."""
-        return self.db.get(_BLOCK + block_hash) is not None
+        return self._get("block", _BLOCK + block_hash) is not None
 
     def put_index(self, block_hash: bytes, header_bytes: bytes, status: int, seq: int) -> None:
         """Store or update a block index entry."""
@@ -199,27 +245,30 @@ class ChainStore:
 
     def iter_index(self) -> Iterator[tuple[bytes, bytes, int, int]]:
         """Every index entry as ``(hash, header_bytes, status, seq)``."""
-        for key, value in self.db.iterator(prefix=_INDEX):
-            header_bytes, status, seq = unpackb_canonical(value)
-            yield key[1:], header_bytes, status, seq
+        try:
+            for key, value in self.db.iterator(prefix=_INDEX, verify_checksums=True):
+                header_bytes, status, seq = unpackb_canonical(value)
+                yield key[1:], header_bytes, status, seq
+        except (plyvel.Error, OSError) as exc:
+            self._read_failed("index", exc)
 
     # -- main chain ----------------------------------------------------------------------
     def get_tip(self) -> bytes | None:
         """Hash of the connected tip, or ``None`` for a new store."""
-        return self.db.get(_TIP)
+        return self._get("tip", _TIP)
 
     def get_hash_at(self, height: int) -> bytes | None:
         """Main-chain block hash at ``height``."""
-        return self.db.get(_HEIGHT + height.to_bytes(8, "big"))
+        return self._get("height index", _HEIGHT + height.to_bytes(8, "big"))
 
     def get_tx_height(self, txid: bytes) -> int | None:
         """Height of the main-chain block including ``txid``."""
-        raw = self.db.get(_TXINDEX + txid)
+        raw = self._get("tx index", _TXINDEX + txid)
         return None if raw is None else int.from_bytes(raw, "big")
 
     def get_undo(self, block_hash: bytes) -> dict[bytes, bytes | None] | None:
         """Undo record of a connected block."""
-        raw = self.db.get(_UNDO + block_hash)
+        raw = self._get("undo", _UNDO + block_hash)
         return None if raw is None else decode_undo(raw)
 
     def commit_connect(self, block_hash: bytes, height: int, changes: dict[bytes, bytes | None],
