@@ -262,13 +262,16 @@ def test_wallet_send_nonces_and_wait(nodes_factory, tmp_path, processes):
 class StallingMerchant:
     """A stand-in merchant service on 127.0.0.1 that acknowledges the first POST (SPEC §13
     answer, every ticket accepted) and leaves the second one unanswered, so the test can
-    kill the customer while a delivery is in flight. Records the seqnos it was sent."""
+    kill the customer while a delivery is in flight; after ``stop_stalling`` it answers
+    every POST. Records the tickets it was sent."""
 
     STALL_LIMIT = 60.0  # seconds the second request is held at most
 
     def __init__(self) -> None:
         self.seqnos: list[int] = []
+        self.tickets: list[bytes] = []
         self.posts = 0
+        self.stalling = True
         self.release = threading.Event()
         merchant = self
 
@@ -278,8 +281,9 @@ class StallingMerchant:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 merchant.seqnos += [t.seqno for t in tickets_of(body)]
+                merchant.tickets += [t.encode() for t in tickets_of(body)]
                 merchant.posts += 1
-                if merchant.posts > 1:
+                if merchant.posts > 1 and merchant.stalling:
                     merchant.release.wait(merchant.STALL_LIMIT)
                     return
                 data = json.dumps({"accepted": len(body) // TICKET_SIZE,
@@ -310,10 +314,12 @@ def tickets_of(body: bytes) -> list[Ticket]:
     return [Ticket.decode(body[i:i + TICKET_SIZE]) for i in range(0, len(body), TICKET_SIZE)]
 
 
-def test_killed_ticket_issue_costs_only_its_chunks(nodes_factory, tmp_path, processes):
-    """Issue 6: a `ticket issue` SIGKILLed mid-delivery loses at most the chunks it held
-    (three: two deliveries in flight and the next chunk being signed);
-    the next issue of the same round continues right after the last reserved seqno."""
+def test_killed_ticket_issue_loses_no_ticket(nodes_factory, tmp_path, processes):
+    """Issue 6 point 5: a `ticket issue` SIGKILLed mid-delivery holds at most three chunks
+    (two deliveries in flight, the next being signed); the next `ticket issue` of the
+    round delivers those first (the identical tickets, re-signed) and continues right
+    after the last reserved seqno: every seqno of the round reaches the merchant, none
+    is issued twice with different contents."""
     node = nodes_factory.start_node()
     cust = Wallet(tmp_path / "customer", node.datadir)
     cust.run("key", "import", "cust", "--seed-hex", test_seed(0).hex(), "--empty-passphrase")
@@ -334,18 +340,29 @@ def test_killed_ticket_issue_costs_only_its_chunks(nodes_factory, tmp_path, proc
         assert proc.poll() is None
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+        with TicketIssuer(cust.wallet_dir / "issuer") as issuer:
+            mark = issuer.next_seqno(bytes.fromhex(eid))
+            pending = issuer.pending(bytes.fromhex(eid))
+        # the first chunk was answered; the second (and maybe a third) went out unanswered
+        assert sorted(stub.seqnos) in (list(range(2 * chunk)), list(range(3 * chunk)))
+        assert 2 * chunk <= mark <= 3 * chunk  # three chunks in hand at most
+        assert [(p.first, p.last) for p in pending] == [
+            (f, f + chunk) for f in range(chunk, mark, chunk)]
+        stub.stalling = False
+        after = cust.json("ticket", "issue", "cust", eid, "--merchant-index", 0,
+                          "--count", rate - mark, "--chunk", chunk, "--to", stub.url)
     finally:
         stub.close()
-    with TicketIssuer(cust.wallet_dir / "issuer") as issuer:
-        mark = issuer.next_seqno(bytes.fromhex(eid))
-    # the first chunk was answered; the second (and maybe a third) went out unanswered
-    assert sorted(stub.seqnos) in (list(range(2 * chunk)), list(range(3 * chunk)))
-    assert 2 * chunk <= mark <= 3 * chunk  # three chunks in hand at most
-    out = tmp_path / "after-kill.tkt"
-    after = cust.json("ticket", "issue", "cust", eid, "--merchant-index", 0,
-                      "--count", rate - mark, "--out", out)
+    assert after["resent"]["tickets"] == mark - chunk and after["resent"]["expired"] == 0
     assert (after["round"], after["seqno_first"], after["count"]) == (start, mark, rate - mark)
     assert after["seqno_last"] == rate - 1  # the rest of the round, none reissued
+    assert set(stub.seqnos) == set(range(rate))  # nothing lost
+    by_seqno: dict[int, set[bytes]] = {}
+    for raw in stub.tickets:
+        by_seqno.setdefault(Ticket.decode(raw).seqno, set()).add(raw)
+    assert all(len(versions) == 1 for versions in by_seqno.values())  # resends are identical
+    with TicketIssuer(cust.wallet_dir / "issuer") as issuer:
+        assert issuer.pending(bytes.fromhex(eid)) == []
 
 
 def test_merchant_with_worker_processes(nodes_factory, tmp_path, processes):

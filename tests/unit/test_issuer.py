@@ -241,3 +241,19 @@ def test_abandoned_issue_costs_only_its_reserved_chunks(tmp_path):
         del chunks
     with TicketIssuer(tmp_path / "iss") as iss:
         assert [t.seqno for t in issue(iss, 6, 13)] == [4, 5, 6, 7, 8, 9]
+
+
+def test_pending_deliveries_are_recorded_with_the_reservation_and_resign_identically(tmp_path):
+    with TicketIssuer(tmp_path / "iss") as iss:
+        chunks = iss.issue_chunks(OWNER_SEED, GENESIS, make_escrow(), ESCROW_ID, 1, 5, 13,
+                                  chunk=2, url="http://127.0.0.1:1")
+        sent = [next(chunks), next(chunks)]
+        pending = iss.pending(ESCROW_ID)
+        assert [(p.first, p.last, p.merchant_index, p.url) for p in pending] == [
+            (0, 2, 1, "http://127.0.0.1:1"), (2, 4, 1, "http://127.0.0.1:1")]
+        assert [iss.resign(OWNER_SEED, GENESIS, p) for p in pending] == sent
+        iss.delivered(ESCROW_ID, 0)
+        assert [p.first for p in iss.pending(ESCROW_ID)] == [2]
+        assert iss.pending(bytes(ESCROW_ID[0] ^ 1 for _ in range(32))) == []
+    with TicketIssuer(tmp_path / "iss") as iss:  # durable across a reopen
+        assert [p.first for p in iss.pending(ESCROW_ID)] == [2]

@@ -11,10 +11,18 @@ unissued seqno (a high-water mark) in a LevelDB directory:
 - The new mark is written with ``sync=True`` (fsync) *before* any ticket is signed and
   returned; a crash afterwards only skips seqnos, which is harmless.
 - A large issue is reserved chunk by chunk (``issue_chunks``), each chunk just before
-  it is signed and sent, so a crash loses at most the chunks then in hand, never the rest
-  of the round.
+  it is signed and sent, so a crash holds up at most the chunks then in hand, never the
+  rest of the round.
+- A chunk meant for a merchant is reserved together with a *pending delivery* record
+  (same synced batch: no extra fsync) naming the merchant index and URL; it is deleted
+  once the merchant has answered. Ed25519 signatures are deterministic, so the next
+  ``ticket issue`` of that escrow re-signs a pending chunk to the identical tickets and
+  delivers it first (a merchant that already holds some answers ``duplicate-ticket``):
+  a crash loses no ticket while its round is still current (issue 6 point 5).
 
-Key layout: ``n`` escrow_id(32) -> next unissued seqno (8 bytes, big-endian).
+Key layout: ``n`` escrow_id(32) -> next unissued seqno (8 bytes, big-endian);
+``p`` escrow_id(32) first(8) -> ``packb([merchant_index, last, url])`` for a pending
+delivery of seqnos ``[first, last)`` (``url`` empty for tickets bound for a file).
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consensus.encoding import packb
 from consensus.errors import DecodeError
 from consensus.escrow import EscrowState, compute_seqno_range
 from consensus.keys import public_key
@@ -36,6 +46,19 @@ MAX_TICKETS_PER_REQUEST = 10_000  # SPEC §13
 DELIVERY_CHUNK = 1_000  # tickets reserved, signed and sent together by ``issue_chunks``
 SEND_TIMEOUT = 60.0  # seconds per POST to a merchant service
 _NEXT = b"n"
+_PENDING = b"p"
+
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    """Seqnos ``[first, last)`` of one escrow reserved for ``merchants[merchant_index]``
+    (at ``url``; empty when bound for a file) and not yet acknowledged."""
+
+    escrow_id: bytes
+    first: int
+    last: int
+    merchant_index: int
+    url: str
 
 
 class IssueError(Exception):
@@ -86,11 +109,12 @@ class TicketIssuer:
         return 0 if raw is None else int.from_bytes(raw, "big")
 
     def reserve(self, escrow: EscrowState, escrow_id: bytes, count: int,
-                current_round: int) -> range:
+                current_round: int, pending: tuple[int, str] | None = None) -> range:
         """Durably reserve up to ``count`` unissued seqnos of round ``current_round``.
 
         Returns the reserved ``range`` (never empty); the new high-water mark is fsynced
-        before this returns. Raises ``IssueError`` when ``count < 1``, the escrow is
+        before this returns, in one batch with a ``PendingDelivery`` record when
+        ``pending = (merchant_index, url)`` is given. Raises ``IssueError`` when ``count < 1``, the escrow is
         broken, the round is outside ``[start, start + l_esc)``, or every seqno of the
         round is already issued (SPEC §3.2).
         """
@@ -114,18 +138,54 @@ class TicketIssuer:
                     f"issued; wait for round {current_round + 1}"
                 )
             last = min(first + count, hi)
-            self._db.put(_NEXT + escrow_id, last.to_bytes(8, "big"), sync=True)
+            with self._db.write_batch(sync=True) as batch:
+                batch.put(_NEXT + escrow_id, last.to_bytes(8, "big"))
+                if pending is not None:
+                    index, url = pending
+                    batch.put(_pending_key(escrow_id, first), packb([index, last, url]))
         return range(first, last)
 
+    # -- pending deliveries ----------------------------------------------------------------
+    def pending(self, escrow_id: bytes) -> list[PendingDelivery]:
+        """The reserved, unacknowledged deliveries of ``escrow_id``, lowest seqno first."""
+        import msgpack
+
+        found = []
+        with self._lock:
+            for key, value in self._db.iterator(prefix=_PENDING + escrow_id):
+                try:
+                    index, last, url = msgpack.unpackb(value)
+                    found.append(PendingDelivery(escrow_id, int.from_bytes(key[33:], "big"),
+                                                 int(last), int(index), str(url)))
+                except (ValueError, TypeError, msgpack.UnpackException):
+                    continue  # unreadable record: its seqnos stay reserved, never reissued
+        return found
+
+    def delivered(self, escrow_id: bytes, first: int) -> None:
+        """Forget the pending delivery starting at ``first`` (answered, or kept in a file).
+        Not synced: if the deletion is lost in a crash the chunk is merely sent again."""
+        with self._lock:
+            if not self._db.closed:
+                self._db.delete(_pending_key(escrow_id, first))
+
+    @staticmethod
+    def resign(seed: bytes, genesis_hash: bytes, pending: PendingDelivery) -> list[Ticket]:
+        """The tickets of a pending delivery, signed again: identical bytes, since Ed25519
+        signatures are deterministic (RFC 8032), so nothing new is issued."""
+        return [sign_ticket(seed, genesis_hash, pending.escrow_id, pending.merchant_index, s)
+                for s in range(pending.first, pending.last)]
+
     def issue(self, seed: bytes, genesis_hash: bytes, escrow: EscrowState, escrow_id: bytes,
-              merchant_index: int, count: int, current_round: int) -> list[Ticket]:
+              merchant_index: int, count: int, current_round: int,
+              url: str | None = None) -> list[Ticket]:
         """Sign up to ``count`` fresh tickets for ``merchants[merchant_index]`` (SPEC §4).
 
         Seqnos come from round ``current_round``'s range ``[(r-start)·tkt_rate,
         (r-start+1)·tkt_rate)``, starting at the first unissued one; fewer than ``count``
         are returned when the round runs out. ``current_round`` is the node's best height
         + 1. Raises ``IssueError`` if ``seed`` is not the escrow owner's, the merchant
-        index is out of range, or ``reserve`` refuses.
+        index is out of range, or ``reserve`` refuses. With ``url`` (a merchant URL, or
+        "" for a file) the chunk is recorded as a pending delivery until ``delivered``.
         """
         if public_key(seed) != escrow.owner:
             raise IssueError("this key is not the escrow's owner; its tickets would not verify")
@@ -134,19 +194,22 @@ class TicketIssuer:
                 f"merchant index {merchant_index} is not in the escrow's list of "
                 f"{len(escrow.merchants)} merchants"
             )
-        seqnos = self.reserve(escrow, escrow_id, count, current_round)
+        pending = None if url is None else (merchant_index, url)
+        seqnos = self.reserve(escrow, escrow_id, count, current_round, pending)
         return [sign_ticket(seed, genesis_hash, escrow_id, merchant_index, s) for s in seqnos]
 
 
     def issue_chunks(self, seed: bytes, genesis_hash: bytes, escrow: EscrowState,
                      escrow_id: bytes, merchant_index: int, count: int, current_round: int,
-                     chunk: int = DELIVERY_CHUNK) -> Iterator[list[Ticket]]:
+                     chunk: int = DELIVERY_CHUNK, url: str | None = None
+                     ) -> Iterator[list[Ticket]]:
         """``issue`` in chunks of at most ``chunk`` tickets, each reserved (fsynced) only
         when the caller asks for it, i.e. once the previous one is on its way.
 
         Yields at least one non-empty list, up to ``count`` tickets in all; stops early
         when the round runs out. Raises ``IssueError`` like ``issue`` for the first chunk
-        (a later chunk finding the round used up just ends the iteration).
+        (a later chunk finding the round used up just ends the iteration). ``url``: as
+        for ``issue``, each chunk is a pending delivery until ``delivered``.
         """
         if chunk < 1:
             raise IssueError(f"chunk must be at least 1, not {chunk}")
@@ -155,7 +218,7 @@ class TicketIssuer:
         while remaining > 0:
             try:
                 tickets = self.issue(seed, genesis_hash, escrow, escrow_id, merchant_index,
-                                     min(chunk, remaining), current_round)
+                                     min(chunk, remaining), current_round, url)
             except IssueError:
                 if first:
                     raise
@@ -165,6 +228,10 @@ class TicketIssuer:
             yield tickets
             if len(tickets) < chunk and remaining > 0:
                 return  # the round ran out
+
+
+def _pending_key(escrow_id: bytes, first: int) -> bytes:
+    return _PENDING + escrow_id + first.to_bytes(8, "big")
 
 
 def _merge(total: dict[str, Any], reply: Any, offset: int, sent: int) -> None:

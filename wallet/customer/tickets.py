@@ -4,8 +4,11 @@ Issuing goes through ``wallet.customer.issuer.TicketIssuer`` with its state in
 ``<wallet-dir>/issuer``: the seqno high-water mark is on disk (fsynced) before any
 ticket is signed, so a seqno is never handed out twice, even across crashes. Seqnos are
 reserved chunk by chunk (``--chunk``): the next chunk is reserved and signed while the
-previous ones (at most two) are being delivered, so a killed ``ticket issue`` costs at
-most the three chunks in hand, and the rest of the round stays issuable.
+previous ones (at most two) are being delivered. Each reserved chunk is a pending
+delivery until its merchant answers; a killed ``ticket issue`` leaves at most three, and
+the next ``ticket issue`` of that escrow delivers them first (re-signed to the identical
+tickets), so the crash loses no ticket while the round is current, and the rest of the
+round stays issuable.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from consensus.escrow import EscrowState
 from consensus.ticket import Ticket
 from wallet.commands.common import (ESCROW_ID, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet)
+from consensus.escrow import compute_seqno_range
 from wallet.customer.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer,
                                     TicketSender, TicketSendError, read_tickets, send_tickets,
                                     write_tickets)
@@ -54,13 +58,14 @@ def _summary_text(summary: dict[str, Any]) -> str:
 
 
 def _keep_undelivered(wallet: WalletContext, tickets: list[Ticket], eid: str,
-                      exc: TicketSendError) -> WalletError:
+                      exc: TicketSendError | None) -> WalletError:
     """Save tickets a merchant did not acknowledge in ``<wallet-dir>/undelivered/``."""
     keep = wallet.wallet_dir / "undelivered"
     keep.mkdir(parents=True, exist_ok=True)
     path = keep / f"{eid}-{tickets[0].seqno}-{tickets[-1].seqno}.tkt"
     write_tickets(path, tickets)
-    return WalletError(f"{exc}\nthe {len(tickets)} tickets were issued and saved in {path}; "
+    why = f"{exc}\n" if exc is not None else ""
+    return WalletError(f"{why}the {len(tickets)} tickets were issued and saved in {path}; "
                        f"retry with `ticket send {path} --to URL` while their round is "
                        "current")
 
@@ -68,29 +73,80 @@ def _keep_undelivered(wallet: WalletContext, tickets: list[Ticket], eid: str,
 DELIVERIES_IN_FLIGHT = 2  # requests to the merchant at once: its checks never wait for us
 
 
-def _issue_and_deliver(wallet: WalletContext, chunks, url: str, eid: str
+def _issue_and_deliver(wallet: WalletContext, issuer: TicketIssuer, chunks, url: str, eid: str
                        ) -> tuple[list[Ticket], dict[str, Any]]:
     """Deliver chunks while the next one is reserved and signed, with up to
     ``DELIVERIES_IN_FLIGHT`` requests outstanding; all tickets and the merged SPEC §13
-    answer. When a delivery fails no further chunk is reserved, and the tickets from the
-    failed chunk on are kept (``_keep_undelivered``; a merchant that did take some of
-    them answers a retry with duplicate-ticket)."""
+    answer. Each answered chunk's pending delivery is forgotten. When a delivery fails
+    no further chunk is reserved, and the tickets from the failed chunk on are kept
+    (``_keep_undelivered``; a merchant that did take some of them answers a retry with
+    duplicate-ticket)."""
+    escrow_id = bytes.fromhex(eid)
     issued: list[Ticket] = []
+    firsts: list[int] = []  # first seqno of every chunk reserved
     in_flight: deque[tuple[int, int, Future]] = deque()  # (offset, count, answer)
     with TicketSender(url) as sender, ThreadPoolExecutor(DELIVERIES_IN_FLIGHT) as pool:
+        def settle() -> None:
+            offset, count, answer = in_flight.popleft()
+            sender.merge(answer.result(), offset, count)
+            issuer.delivered(escrow_id, issued[offset].seqno)
+
+        offset = 0
         try:
             for chunk in chunks:
                 in_flight.append((len(issued), len(chunk), pool.submit(sender.post, chunk)))
+                firsts.append(chunk[0].seqno)
                 issued += chunk
                 if len(in_flight) == DELIVERIES_IN_FLIGHT:
-                    offset, count, answer = in_flight.popleft()
-                    sender.merge(answer.result(), offset, count)
+                    offset = in_flight[0][0]
+                    settle()
             while in_flight:
-                offset, count, answer = in_flight.popleft()
-                sender.merge(answer.result(), offset, count)
+                offset = in_flight[0][0]
+                settle()
         except TicketSendError as exc:
-            raise _keep_undelivered(wallet, issued[offset:], eid, exc) from None
+            error = _keep_undelivered(wallet, issued[offset:], eid, exc)
+            for first in firsts:
+                if first >= issued[offset].seqno:
+                    issuer.delivered(escrow_id, first)  # now kept in the file
+            raise error from None
         return issued, _summary(sender.total)
+
+
+def _deliver_pending(wallet: WalletContext, issuer: TicketIssuer, seed: bytes, genesis: bytes,
+                     escrow: EscrowState, eid: str, current_round: int) -> dict[str, Any] | None:
+    """Deliver the chunks an interrupted ``ticket issue`` of this escrow reserved but never
+    saw answered: re-signed (identical tickets) and sent to their merchant while their
+    round is current; kept in ``undelivered/`` when they cannot be sent; dropped with a
+    warning once their round has passed (merchants would refuse them, SPEC §4.1).
+    Returns a summary for the output, or None when nothing was pending."""
+    pending = issuer.pending(bytes.fromhex(eid))
+    if not pending:
+        return None
+    lo, hi = compute_seqno_range(escrow, current_round)
+    summary: dict[str, Any] = {"tickets": 0, "accepted": 0, "rejected": 0, "expired": 0,
+                               "kept": []}
+    for item in pending:
+        count = item.last - item.first
+        if not (lo <= item.first and item.last <= hi):
+            summary["expired"] += count
+            click.echo(f"warning: {count} ticket(s), seqnos {item.first}-{item.last - 1}, were "
+                       "reserved by an interrupted `ticket issue` and never acknowledged; "
+                       "their round has passed", err=True)
+            issuer.delivered(item.escrow_id, item.first)
+            continue
+        tickets = issuer.resign(seed, genesis, item)
+        summary["tickets"] += count
+        if not item.url:
+            summary["kept"].append(str(_keep_undelivered(wallet, tickets, eid, None)))
+        else:
+            try:
+                reply = send_tickets(item.url, tickets)
+                summary["accepted"] += reply["accepted"]
+                summary["rejected"] += len(reply["rejected"])
+            except TicketSendError as exc:
+                summary["kept"].append(str(_keep_undelivered(wallet, tickets, eid, exc)))
+        issuer.delivered(item.escrow_id, item.first)
+    return summary
 
 
 @ticket.command("issue")
@@ -108,8 +164,8 @@ def _issue_and_deliver(wallet: WalletContext, chunks, url: str, eid: str
               help="Write the tickets to this new file instead (107 bytes each).")
 @click.option("--chunk", type=click.IntRange(1, MAX_TICKETS_PER_REQUEST),
               default=DELIVERY_CHUNK, show_default=True,
-              help="Tickets reserved, signed and sent at a time; a crash costs at most three "
-                   "chunks of the round.")
+              help="Tickets reserved, signed and sent at a time. A crash leaves at most three "
+                   "chunks unacknowledged; the next `ticket issue` of the escrow delivers them.")
 @json_option
 @pass_wallet
 def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: str | None,
@@ -120,7 +176,8 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
     The seqnos come from the current round (node height + 1): round r carries seqnos
     [(r - start) x tkt_rate, (r - start + 1) x tkt_rate), and the issuer continues after
     the last one handed out. Prints the seqno range and the merchant's accept/reject
-    summary (SPEC §13), or the file written.
+    summary (SPEC §13), or the file written. Chunks a killed earlier `ticket issue` of
+    this escrow left unacknowledged are delivered first (the same tickets, re-signed).
     """
     if (merchant is None) == (merchant_index is None):
         raise click.UsageError("give exactly one of --merchant or --merchant-index")
@@ -156,19 +213,26 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
     current_round = wallet.height() + 1
     delivery: dict[str, Any] = {}
     with TicketIssuer(wallet.wallet_dir / "issuer") as issuer:
+        resent = _deliver_pending(wallet, issuer, seed, genesis, escrow, escrow_id,
+                                  current_round)
         chunks = issuer.issue_chunks(seed, genesis, escrow, bytes.fromhex(escrow_id),
-                                     merchant_index, count, current_round, chunk)
+                                     merchant_index, count, current_round, chunk,
+                                     url="" if url is None else url)
         if url is not None:
-            tickets, delivery = _issue_and_deliver(wallet, chunks, url, escrow_id)
+            tickets, delivery = _issue_and_deliver(wallet, issuer, chunks, url, escrow_id)
         else:
             tickets = [t for part in chunks for t in part]
+            write_tickets(out, tickets)
+            for first in range(tickets[0].seqno, tickets[-1].seqno + 1, chunk):
+                issuer.delivered(bytes.fromhex(escrow_id), first)
     result: dict[str, Any] = {
         "escrow_id": escrow_id, "merchant_index": merchant_index,
         "merchant": encode_address(escrow.merchants[merchant_index]), "round": current_round,
         "requested": count, "count": len(tickets), "seqno_first": tickets[0].seqno,
         "seqno_last": tickets[-1].seqno}
+    if resent is not None:
+        result["resent"] = resent
     if out is not None:
-        write_tickets(out, tickets)
         result["out"] = str(out)
     else:
         result["to"] = url
@@ -176,6 +240,12 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
     if as_json:
         echo_json(result)
         return
+    if resent is not None and resent["tickets"]:
+        click.echo(f"delivered {resent['tickets']} ticket(s) left unacknowledged by an "
+                   f"interrupted issue: merchant accepted {resent['accepted']}, rejected "
+                   f"{resent['rejected']} (already held)")
+        for kept in resent["kept"]:
+            click.echo(kept)
     click.echo(f"issued {len(tickets)} ticket(s) (of {count} asked), seqnos "
                f"{tickets[0].seqno}-{tickets[-1].seqno} of round {current_round}, to "
                f"merchant {merchant_index} ({result['merchant']})")
