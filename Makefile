@@ -38,4 +38,4 @@ clean:
 
 # The hostile-peer suite at the issue's full size (64 flooding peers, 2000-header replies).
 stress-p2p: $(STAMP)
-	MICROCASH_HOSTILE_FULL=1 $(BIN)/python -m pytest -q tests/functional/test_p2p_hostile.py
+	MICROCASH_HOSTILE_FULL=1 $(BIN)/python -m pytest -q -s tests/functional/test_p2p_hostile.py

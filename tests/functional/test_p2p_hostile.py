@@ -162,6 +162,8 @@ def test_invalid_memory_amplification_frames_stay_bounded_and_ban(nodes_factory)
     # A 1 MB block of empty maps or arrays once held the interpreter for 0.9-1.8 s while
     # it was decoded; peer bytes are now decoded under an array budget (no maps at all),
     # so one costs < 0.1 s, no more than a valid block of that size.
+    print(f"getinfo over {len(probe.samples)} calls: p99 {probe.p99() * 1000:.1f} ms, "
+          f"max {max(probe.samples) * 1000:.1f} ms")  # shown by make stress-p2p (-s)
     assert probe.p99() < 0.25, f"getinfo p99 {probe.p99() * 1000:.0f} ms"
     assert max(probe.samples) < 0.5, f"getinfo max {max(probe.samples) * 1000:.0f} ms"
     for i in range(HOSTILE_PEERS):
@@ -200,6 +202,8 @@ def test_invalid_getheaders_flood_from_peers_that_never_read(chain_node):
         time.sleep(0.5)  # noqa: bounded; a few more samples right after the flood
     assert peak_mb(node) < RSS_LIMIT_MB, f"VmHWM {peak_mb(node):.0f} MB"
     assert len(probe.samples) >= 5
+    print(f"getinfo over {len(probe.samples)} calls: p99 {probe.p99() * 1000:.1f} ms, "
+          f"max {max(probe.samples) * 1000:.1f} ms")  # shown by make stress-p2p (-s)
     assert probe.p99() < RPC_P99_LIMIT, (
         f"getinfo p99 {probe.p99() * 1000:.0f} ms over {len(probe.samples)} calls")
     for peer in peers:
@@ -234,6 +238,8 @@ def test_honest_node_connects_and_syncs_while_200_hostile_sockets_are_open(chain
             honest = group.start_node(connect=[node])
             sync_blocks([node, honest], timeout=60)
         assert honest.getinfo()["height"] == CHAIN_BLOCKS
+        print(f"getinfo over {len(probe.samples)} calls: p99 {probe.p99() * 1000:.1f} ms, "
+              f"max {max(probe.samples) * 1000:.1f} ms")  # shown by make stress-p2p (-s)
         assert probe.p99() < RPC_P99_LIMIT * 5
         assert peak_mb(node) < RSS_LIMIT_MB, f"VmHWM {peak_mb(node):.0f} (was {peak_before:.0f})"
         inbound = [p for p in node.peers() if p["inbound"]]
