@@ -25,6 +25,7 @@ from wallet.commands.common import (ESCROW_ID, WalletContext, WalletError, echo_
 from wallet.customer.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer,
                                     TicketSender, TicketSendError, read_tickets, send_tickets,
                                     write_tickets)
+from wallet.tlsconfig import cacert_option
 
 
 @click.group()
@@ -50,6 +51,9 @@ def _summary_text(summary: dict[str, Any]) -> str:
     if summary["rejected"]:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary["rejected_reasons"].items()))
         text += f", rejected {len(summary['rejected'])} ({reasons})"
+        detail = next((r["detail"] for r in summary["rejected"] if "detail" in r), None)
+        if detail is not None:
+            text += f": {detail}"
     return text
 
 
@@ -110,6 +114,7 @@ def _issue_and_deliver(wallet: WalletContext, chunks, url: str, eid: str
               default=DELIVERY_CHUNK, show_default=True,
               help="Tickets reserved, signed and sent at a time; a crash costs at most three "
                    "chunks of the round.")
+@cacert_option
 @json_option
 @pass_wallet
 def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: str | None,
@@ -187,6 +192,7 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--to", "url", metavar="URL", required=True,
               help="Merchant service base URL; tickets are POSTed to URL/v1/tickets.")
+@cacert_option
 @json_option
 def ticket_send(path: Path, url: str, as_json: bool) -> None:
     """POST the tickets of TICKET_FILE (concatenated 107-byte tickets) to a merchant.
