@@ -11,7 +11,9 @@ The pick, given ``tkt_rate`` and whatever else the user fixed:
   winners, so fewest REDEEMs) that keeps ``p`` and ``β = max(β_min, ceil(price/p))`` in
   range; ``rounds`` = the given one or the least multiple of ``draw_len`` ≥ the required
   lifetime; the penalty = the least the margin allows over eq. (2);
-- of these, the one locking the fewest units (escrow + penalty), then the shortest draw.
+- of these, the one with the least penalty deposit (the escrow amount is about
+  ``price·tkt_rate·rounds`` for all), then the least ``p·β``, then the shortest draw.
+``rounds`` must be given when no merchant requires a lifetime.
 Every escrow this picks is checked against each merchant's ``MerchantTerms.unmet`` and
 SPEC §3.1 before it is sent.
 """
@@ -126,6 +128,11 @@ def pick_parameters(params: ChainParams, offers: Sequence[MerchantOffer], mercha
         if beta < b_lo or (b_hi is not None and beta > b_hi):
             who = b_lo_url if beta < b_lo else b_hi_url
             raise TermsUnmet(f"--beta {beta}: {who} takes beta in {b_lo}..{b_hi or 'any'}")
+        if Fraction(price, beta) > p_hi:
+            raise TermsUnmet(f"--beta {beta}: the price {price} units per ticket of "
+                             f"{price_url} needs p >= {fraction_text(Fraction(price, beta))}, "
+                             f"above the largest p {fraction_text(p_hi)}"
+                             f"{f' ({p_hi_url})' if p_hi_url else ''}")
     elif price == 0:
         raise TermsUnmet("no merchant sets a price, so nothing fixes beta: give --beta")
     given_p = None if p is None else Fraction(*p)
@@ -137,6 +144,9 @@ def pick_parameters(params: ChainParams, offers: Sequence[MerchantOffer], mercha
         if beta is not None and given_p * beta < price:
             raise TermsUnmet(f"--p x --beta = {fraction_text(given_p * beta)} units per "
                              f"ticket is below the price {price} of {price_url}")
+    if rounds is None and life is None:
+        raise TermsUnmet("no merchant requires a lifetime, so nothing fixes the rounds: "
+                         "give --rounds")
     if rounds is not None and life is not None and rounds < life:
         raise TermsUnmet(f"--rounds {rounds} is below the lifetime {life} rounds that "
                          f"{life_url} requires")
@@ -150,7 +160,8 @@ def pick_parameters(params: ChainParams, offers: Sequence[MerchantOffer], mercha
     if not candidates:
         raise TermsUnmet(_why_text(params, why, tkt_rate, p_hi, p_hi_url, price, price_url,
                                    b_hi, b_hi_url))
-    best = min(candidates, key=lambda c: (c.escrow_amount + c.penalty, c.draw_len))
+    best = min(candidates, key=lambda c: (c.penalty, c.beta * Fraction(c.win_num, c.win_den),
+                                          c.draw_len))
     if penalty is not None:
         if penalty < best.penalty:
             raise TermsUnmet(f"--penalty {penalty} is below the {best.penalty} units the "
@@ -225,7 +236,7 @@ def _why_text(params: ChainParams, why: list[str], tkt_rate: int, p_hi, p_hi_url
     if b_hi is not None and price and Fraction(price, b_hi) > p_hi:
         return (f"the price {price} units of {price_url} needs p >= {price}/{b_hi} with "
                 f"beta <= {b_hi} ({b_hi_url}), above the largest p {fraction_text(p_hi)}")
-    return "no escrow meets all terms: " + "; ".join(why)
+    return "no escrow meets all terms: " + "; ".join(why[:3]) + ("; …" if len(why) > 3 else "")
 
 
 def plan_for_merchants(wallet, urls: Sequence[str], addresses: list[bytes], tkt_rate: int,

@@ -320,14 +320,14 @@ class MerchantService:
                 escrow = escrows[eid]
                 reason = check_ticket(params, escrow, self.merchant_pubkey, ticket, t,
                                       (eid, ticket.seqno) in stored, rounds.schedule)
-                if reason is not None and reason != "seqno-out-of-range":
-                    rejected[i] = reason
-                    continue
                 if self._terms is not None and reason not in CHECKED_BEFORE_TERMS:
-                    unmet = self._terms.unmet(eid, escrow)
+                    unmet = self._terms.unmet(eid, escrow)  # after steps 1-2, before 3-6
                     if unmet is not None:
                         rejected[i], details[i] = TERMS_NOT_MET, unmet
                         continue
+                if reason is not None and reason != "seqno-out-of-range":
+                    rejected[i] = reason
+                    continue
                 raw = body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE]
                 cand = _Candidate(i, ticket, escrow, raw, batch.owner(escrow.owner))
                 if reason is None:
