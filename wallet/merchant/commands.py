@@ -210,7 +210,8 @@ def _read_store(store: Path) -> dict[str, Any]:
             return {eid.hex(): counts for eid, counts in ts.summaries().items()}
     except StoreError as exc:
         raise WalletError(f"{exc}\n(is `merchant serve` running without answering on its "
-                          "service.json URL?)") from None
+                          "service.json URL? An https:// service needs --cacert FILE)"
+                          ) from None
 
 
 def _channels(directory: Path) -> list[dict[str, Any]]:
