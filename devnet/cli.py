@@ -25,8 +25,12 @@ def cli(ctx, root):
               help="How many of the nodes mine (PoW is CPU-bound: one is plenty).")
 @click.option("--chain", type=click.Choice(["devnet", "regtest"]), default="devnet",
               show_default=True)
+@click.option("--tls", is_flag=True,
+              help="Also make a local CA in DIR/tls and a certificate for 127.0.0.1 / "
+                   "localhost that merchants serve HTTPS with (--tls-cert/--tls-key; "
+                   "wallets verify it with --cacert DIR/tls/ca.pem).")
 @click.pass_obj
-def up(root, nodes, miners, chain):
+def up(root, nodes, miners, chain, tls):
     """Write genesis + dev wallet, start N nodes on 127.0.0.1 and connect them."""
     devnet = Devnet(root, chain=chain)
     try:
@@ -36,6 +40,12 @@ def up(root, nodes, miners, chain):
     click.echo(f"devnet up in {devnet.root}; dev keys in {devnet.wallet_dir} (empty passphrase)")
     click.echo(f"try: microcash-wallet --wallet-dir {devnet.wallet_dir} "
                f"--datadir {devnet.root / 'node0'} balance customer")
+    if tls:
+        from devnet.ca import make_local_ca
+
+        ca = make_local_ca(devnet.root / "tls")
+        click.echo(f"TLS: merchant serve NAME --tls-cert {ca.server_cert} --tls-key "
+                   f"{ca.server_key}; wallets: --cacert {ca.cacert}")
 
 
 @cli.command()
@@ -68,11 +78,14 @@ def down(root):
 @click.option("--dir", "demo_root", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".devnet-demo"), show_default=True,
               help="Scratch directory (wiped first).")
-def demo(nodes, demo_root):
+@click.option("--tls", is_flag=True,
+              help="Merchants serve HTTPS with a certificate of a local CA made for the "
+                   "demo (DIR/tls); every connection to them verifies it.")
+def demo(nodes, demo_root, tls):
     """Run the MicroCash scenario on a fresh devnet; exit 1 if any checked fact fails."""
     from devnet.demo import run_demo
     try:
-        ok = run_demo(demo_root.resolve(), nodes, say=lambda m: click.echo(m))
+        ok = run_demo(demo_root.resolve(), nodes, say=lambda m: click.echo(m), tls=tls)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(0 if ok else 1)

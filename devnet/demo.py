@@ -14,6 +14,7 @@ Each fact below is checked; ``run_demo`` returns False if any fails.
 
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow
 from consensus.params import COIN, get_params
 from consensus.ticket import sign_ticket
 from consensus.tx import make_cheat_proof, make_escrow_create
+from devnet.ca import LocalCa, make_local_ca
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
 from wallet.customer.issuer import TicketIssuer, send_tickets
@@ -73,8 +75,10 @@ class Facts:
 class Merchant:
     """A ``microcash-wallet merchant serve`` process."""
 
-    def __init__(self, name: str, wallet_dir: Path, datadir: Path, log_dir: Path) -> None:
+    def __init__(self, name: str, wallet_dir: Path, datadir: Path, log_dir: Path,
+                 tls: LocalCa | None = None) -> None:
         self.name = name
+        self.verify: ssl.SSLContext | bool = True  # how ``status`` checks an https service
         self.address = dev_address(name)
         service_file = wallet_dir / "merchants" / name / "service.json"
         service_file.unlink(missing_ok=True)
@@ -82,6 +86,9 @@ class Merchant:
         prog = [str(script)] if script.exists() else [sys.executable, "-m", "wallet.cli"]
         cmd = [*prog, "--wallet-dir", str(wallet_dir),
                "--datadir", str(datadir), "merchant", "serve", name, "--port", "0"]
+        if tls is not None:
+            cmd += ["--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key)]
+            self.verify = ssl.create_default_context(cafile=str(tls.cacert))
         self._log = open(log_dir / f"{name}.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -98,7 +105,7 @@ class Merchant:
 
     def status(self) -> dict:
         """``GET /v1/status`` of the service."""
-        return httpx.get(self.url + "/v1/status", timeout=10).json()
+        return httpx.get(self.url + "/v1/status", timeout=10, verify=self.verify).json()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -125,6 +132,7 @@ class Scenario:
         self.genesis_hash = bytes.fromhex(self.customer_rpc.getinfo()["genesis_hash"])
         self.facts = Facts()
         self.merchants: list[Merchant] = []
+        self.tls: LocalCa | None = None  # the local CA of ``demo --tls``
 
     def height(self) -> int:
         """Best height of the merchants' node: the one that judges ticket rounds."""
@@ -222,8 +230,12 @@ class Scenario:
         return draws
 
 
-def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print) -> bool:
-    """Run the whole scenario in a fresh devnet at ``root``; True if every fact holds."""
+def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print,
+             tls: bool = False) -> bool:
+    """Run the whole scenario in a fresh devnet at ``root``; True if every fact holds.
+
+    ``tls``: the merchants serve HTTPS with a certificate of a local CA made in
+    ``root/tls`` (``devnet.ca``), and every connection to them verifies it."""
     if root.exists():
         Devnet(root).down(log=say)
         shutil.rmtree(root)
@@ -233,6 +245,13 @@ def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print) -> 
     scenario = None
     try:
         scenario = Scenario(devnet, node_infos, say)
+        if tls:
+            from wallet.tlsconfig import set_cafile
+
+            scenario.tls = make_local_ca(root / "tls")
+            set_cafile(scenario.tls.cacert)  # send_tickets verifies the merchants with it
+            say(f"TLS: merchants serve HTTPS with a certificate of the local CA "
+                f"{scenario.tls.cacert}")
         return _run(scenario, devnet, root, say)
     finally:
         if scenario is not None:
@@ -245,8 +264,13 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
     say(f"waiting for the devnet to warm up (difficulty retargets) to height {WARMUP_HEIGHT}…")
     s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300)
     for name in MERCHANTS:
-        s.merchants.append(Merchant(name, devnet.wallet_dir, s.merchant_node.datadir, root))
+        s.merchants.append(Merchant(name, devnet.wallet_dir, s.merchant_node.datadir, root,
+                                    s.tls))
         say(f"{name} ({encode_address(dev_address(name))[:20]}…) serving at {s.merchants[-1].url}")
+    if s.tls is not None:
+        s.facts.check(all(m.url.startswith("https://") for m in s.merchants),
+                      "merchants serve HTTPS; every connection verified against the "
+                      f"demo's local CA {s.tls.cacert.name}")
     start_balance = {n: s.balance(n) for n in ("customer", "cheater")}
     txid_c = s.create_escrow(CUSTOMER_PLAN)
     txid_x = s.create_escrow(CHEATER_PLAN)

@@ -28,7 +28,9 @@ class HttpConnections:
     a path below the URL's. Thread-safe: each call takes an idle connection (or opens
     one) and gives it back after a complete answer. A connection the server closed while
     idle is noticed before reuse and dropped. Raises ``OSError``: ``TimeoutError`` after
-    ``timeout`` seconds without progress, ``HttpError`` for an answer that is not HTTP;
+    ``timeout`` seconds without progress, ``HttpError`` for an answer that is not HTTP,
+    ``wallet.tlsconfig.TlsError`` for an https server whose certificate is not trusted
+    (verified against ``wallet.tlsconfig.client_context``);
     ``ValueError`` at construction for a URL that is not http(s).
     """
 
@@ -54,7 +56,10 @@ class HttpConnections:
                     return conn
                 conn.close()
         if self._scheme == "https":
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout)
+            from wallet.tlsconfig import client_context
+
+            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
+                                               context=client_context())
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -75,8 +80,14 @@ class HttpConnections:
         except http.client.HTTPException as exc:
             conn.close()
             raise HttpError(f"{type(exc).__name__}: {exc}") from exc
-        except BaseException:
+        except BaseException as exc:
             conn.close()
+            if self._scheme == "https":  # a certificate not trusted: say what to do
+                from wallet.tlsconfig import explain_tls_error
+
+                explained = explain_tls_error(exc, self._host, self._port)
+                if explained is not exc:
+                    raise explained from exc
             raise
         if response.will_close:
             conn.close()

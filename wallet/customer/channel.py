@@ -27,6 +27,7 @@ from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, POSITIVE_UNITS, UNIT
                                     TxRejected, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet, timeout_option)
 from wallet.customer.channelbook import ChannelBook, ChannelRecord
+from wallet.tlsconfig import cacert_option
 
 CHANNEL_ID = HashType("channel id")
 VOUCHER_PATH = "/v1/vouchers"
@@ -211,6 +212,7 @@ def _deliver(wallet: WalletContext, book: ChannelBook, record: ChannelRecord,
 @click.option("--amount", type=POSITIVE_UNITS, required=True, help="UNITS to pay now.")
 @click.option("--to", "url", required=True, metavar="URL",
               help="The payee's service, e.g. http://127.0.0.1:8080 (POST /v1/vouchers).")
+@cacert_option
 @json_option
 @pass_wallet
 def channel_pay(wallet: WalletContext, payer: str, channel_id: str, amount: int, url: str,

@@ -18,6 +18,7 @@ from wallet.commands.common import (DEFAULT_TX_FEE, ESCROW_ID, FRACTION, POSITIV
 from wallet.customer.schedule import (build_escrow_state, group_rows, schedule_json,
                                       schedule_lines)
 from wallet.rpcclient import RpcConnectionError
+from wallet.tlsconfig import cacert_option
 from wallet.walletdb import EscrowRecord
 
 MAX_WINNERS_SHOWN = 16  # winners printed per group in text
@@ -45,18 +46,24 @@ def _explain(reason: str, params: ChainParams, k_text: str) -> click.BadParamete
 
 @escrow.command("create")
 @click.argument("sender", metavar="FROM")
-@click.option("--merchant", "merchants", multiple=True, required=True, metavar="NAME|ADDRESS",
+@click.option("--merchant", "merchants", multiple=True, metavar="NAME|ADDRESS",
               help="A beneficiary; repeat for each. The order gives merchant_index 0, 1, ...")
-@click.option("--beta", type=POSITIVE_UNITS, required=True,
-              help="UNITS paid per winning ticket (beta).")
-@click.option("--p", "p", type=FRACTION, required=True,
-              help="Winning probability NUM/DEN, e.g. 1/300.")
+@click.option("--for-merchant", "for_merchants", multiple=True, metavar="URL",
+              help="A merchant service whose terms (GET URL/v1/terms) the escrow must meet; "
+                   "repeat for each. Its merchant is added after the --merchant ones, and "
+                   "the options not given below are picked to meet every merchant's terms.")
+@click.option("--beta", type=POSITIVE_UNITS, default=None,
+              help="UNITS paid per winning ticket (beta); picked with --for-merchant.")
+@click.option("--p", "p", type=FRACTION, default=None,
+              help="Winning probability NUM/DEN, e.g. 1/300; picked with --for-merchant.")
 @click.option("--tkt-rate", type=click.IntRange(min=1), required=True,
               help="Tickets (sequence numbers) per round.")
-@click.option("--rounds", type=click.IntRange(min=1), required=True,
-              help="Issuing rounds l_esc; a multiple of --draw-len.")
-@click.option("--draw-len", type=click.IntRange(min=1), required=True,
-              help="Rounds per draw group (at most the chain's draw_len_max, 8).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Issuing rounds l_esc; a multiple of --draw-len. With --for-merchant, "
+                   "default: the least lifetime the terms require.")
+@click.option("--draw-len", type=click.IntRange(min=1), default=None,
+              help="Rounds per draw group (at most the chain's draw_len_max, 8); picked "
+                   "with --for-merchant.")
 @click.option("--penalty", type=UNITS, default=None,
               help="Penalty deposit in UNITS; default: the least valid one, floor(B)+1 of "
                    "equation (2) for this chain.")
@@ -66,22 +73,42 @@ def _explain(reason: str, params: ChainParams, k_text: str) -> click.BadParamete
               help="Wait for the including block; its hash fixes the escrow id.")
 @timeout_option
 @json_option
+@cacert_option
 @pass_wallet
-def escrow_create(wallet: WalletContext, sender: str, merchants: tuple[str, ...], beta: int,
-                  p: tuple[int, int], tkt_rate: int, rounds: int, draw_len: int,
-                  penalty: int | None, fee: int, wait: bool, timeout: float,
-                  as_json: bool) -> None:
+def escrow_create(wallet: WalletContext, sender: str, merchants: tuple[str, ...],
+                  for_merchants: tuple[str, ...], beta: int | None,
+                  p: tuple[int, int] | None, tkt_rate: int, rounds: int | None,
+                  draw_len: int | None, penalty: int | None, fee: int, wait: bool,
+                  timeout: float, as_json: bool) -> None:
     """Lock coins of the wallet key FROM in an escrow for the given merchants (SPEC §3.1).
 
     The escrow amount is beta x p x tkt-rate x rounds (paper equation (1)). The balance
     of FROM must cover escrow + penalty + fee. With --wait (default) prints the escrow id
     and the whole schedule: seqnos per round, draw groups with t_draw / t_expire, and
     t_refund; with --no-wait prints the txid (`escrow list` finds the id later).
+
+    With --for-merchant URL (repeatable) the merchants' published terms are read and the
+    parameters not given are picked to meet all of them (price p x beta, p and beta
+    ranges, lifetime, penalty margin), or the term that cannot be met is named.
     """
-    win_num, win_den = p
     addresses = [wallet.resolve_address(m, "--merchant") for m in merchants]
     if len(set(addresses)) != len(addresses):
         raise click.BadParameter("the same merchant is given twice", param_hint="--merchant")
+    if for_merchants:
+        from wallet.customer.terms import plan_for_merchants
+
+        addresses, pick = plan_for_merchants(wallet, for_merchants, addresses, tkt_rate,
+                                             beta=beta, p=p, rounds=rounds,
+                                             draw_len=draw_len, penalty=penalty)
+        beta, p, rounds = pick.beta, (pick.win_num, pick.win_den), pick.rounds
+        draw_len, penalty = pick.draw_len, pick.penalty
+    missing = [name for name, value in (("--merchant", addresses), ("--beta", beta),
+                                        ("--p", p), ("--rounds", rounds),
+                                        ("--draw-len", draw_len)) if not value]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)} (or give --for-merchant URL "
+                               "to pick them from the merchants' terms)")
+    win_num, win_den = p
     try:
         amount = compute_escrow_amount(win_num, win_den, beta, tkt_rate, rounds)
     except ValueError:

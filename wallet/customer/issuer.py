@@ -246,8 +246,10 @@ def _merge(total: dict[str, Any], reply: Any, offset: int, sent: int) -> None:
             raise TicketSendError(f"malformed rejection {str(item)[:200]!r}")
         if not 0 <= item["index"] < sent:
             raise TicketSendError(f"rejection index {item['index']} outside the request")
-        total["rejected"].append({"index": item["index"] + offset,
-                                  "reason": str(item.get("reason", ""))})
+        entry = {"index": item["index"] + offset, "reason": str(item.get("reason", ""))}
+        if isinstance(item.get("detail"), str):  # which term, for terms-not-met
+            entry["detail"] = item["detail"][:500]
+        total["rejected"].append(entry)
 
 
 def send_tickets(url: str, tickets: Sequence[Ticket], *,

@@ -29,6 +29,7 @@ from consensus.escrow import compute_seqno_range
 from wallet.customer.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer,
                                     TicketSender, TicketSendError, read_tickets, send_tickets,
                                     write_tickets)
+from wallet.tlsconfig import cacert_option
 
 
 @click.group()
@@ -54,6 +55,9 @@ def _summary_text(summary: dict[str, Any]) -> str:
     if summary["rejected"]:
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary["rejected_reasons"].items()))
         text += f", rejected {len(summary['rejected'])} ({reasons})"
+        detail = next((r["detail"] for r in summary["rejected"] if "detail" in r), None)
+        if detail is not None:
+            text += f": {detail}"
     return text
 
 
@@ -166,6 +170,7 @@ def _deliver_pending(wallet: WalletContext, issuer: TicketIssuer, seed: bytes, g
               default=DELIVERY_CHUNK, show_default=True,
               help="Tickets reserved, signed and sent at a time. A crash leaves at most three "
                    "chunks unacknowledged; the next `ticket issue` of the escrow delivers them.")
+@cacert_option
 @json_option
 @pass_wallet
 def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: str | None,
@@ -257,6 +262,7 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--to", "url", metavar="URL", required=True,
               help="Merchant service base URL; tickets are POSTed to URL/v1/tickets.")
+@cacert_option
 @json_option
 def ticket_send(path: Path, url: str, as_json: bool) -> None:
     """POST the tickets of TICKET_FILE (concatenated 107-byte tickets) to a merchant.

@@ -24,6 +24,8 @@ import click
 from wallet.commands.common import (UNITS, WalletContext, WalletError, address_text,
                                     echo_json, json_option, pass_wallet, progress)
 from wallet.httpclient import HttpConnections
+from wallet.merchant.terms import terms_options
+from wallet.tlsconfig import cacert_option, tls_server_options
 from wallet.rpcclient import RpcConnectionError, RpcError
 
 STATUS_TIMEOUT = 5.0  # seconds to wait for a running service's /v1/status
@@ -71,7 +73,8 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
                                                 port, fee=fee, workers=workers,
                                                 **channel_options))
             listening.append(bound)
-            url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
+            scheme = "https" if channel_options.get("tls") else "http"
+            url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{bound}"
             _write_service_file(service_file, {"name": name, "address": address_text(pubkey),
                                                "host": host, "port": bound, "url": url,
                                                "pid": os.getpid()})
@@ -103,18 +106,22 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
                    "which its CHANNEL_CLOSE is sent; vouchers are refused from then on.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
+@terms_options
+@tls_server_options
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
                    workers: int, channel_price: int, close_margin: int,
-                   log_level: str) -> None:
+                   log_level: str, terms: Any, tls: Any) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
     Serves POST /v1/tickets and GET /v1/status (SPEC §13) and, beside it, claims every
     winning ticket inside its redeem window (t_draw+1 ... t_expire). Also takes payment
     channel vouchers (POST /v1/vouchers, GET /v1/channels, SPEC §16), keeps the best one
     per channel in merchants/NAME/channels, closes each channel --close-margin blocks
-    before its deadline and proves an equivocating payer with CHANNEL_CHEAT. Needs the
-    node (--datadir). Runs until Ctrl-C or SIGTERM.
+    before its deadline and proves an equivocating payer with CHANNEL_CHEAT. Publishes
+    its terms (--price, --min-p ... --min-penalty-margin) at GET /v1/terms and refuses
+    tickets of escrows outside them (terms-not-met); with --tls-cert/--tls-key it serves
+    HTTPS. Needs the node (--datadir). Runs until Ctrl-C or SIGTERM.
     """
     import trio
 
@@ -136,7 +143,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
         trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee, workers,
                  service_file, name, listening,
                  {"channel_store_dir": directory / "channels", "channel_price": channel_price,
-                  "close_margin": close_margin})
+                  "close_margin": close_margin, "terms": terms, "tls": tls})
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
         for leaf in leaves:
@@ -203,7 +210,8 @@ def _read_store(store: Path) -> dict[str, Any]:
             return {eid.hex(): counts for eid, counts in ts.summaries().items()}
     except StoreError as exc:
         raise WalletError(f"{exc}\n(is `merchant serve` running without answering on its "
-                          "service.json URL?)") from None
+                          "service.json URL? An https:// service needs --cacert FILE)"
+                          ) from None
 
 
 def _channels(directory: Path) -> list[dict[str, Any]]:
@@ -242,6 +250,7 @@ def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
 @merchant.command("status")
 @click.argument("name")
 @json_option
+@cacert_option
 @pass_wallet
 def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
     """Held / winning / redeemed / expired ticket counts per escrow of merchant NAME,

@@ -3,6 +3,10 @@
 ``POST /v1/tickets`` takes concatenated 107-byte tickets (at most 10 000) and answers
 ``{"accepted": n, "rejected": [{"index": i, "reason": r}, ...]}`` only after the accepted
 tickets are durably stored. ``GET /v1/status`` returns the counts per escrow.
+``GET /v1/terms`` publishes the merchant's terms; a ticket of an escrow outside them is
+rejected as ``terms-not-met`` with a ``detail`` naming the term (``wallet.merchant.terms``,
+checked after SPEC §4.1 steps 1–2; signed out-of-range tickets stay evidence). With
+``ServerTls`` the service speaks HTTPS (``wallet.tlsconfig``).
 
 A request is handled in three phases so that the event loop stays responsive:
 1. in order, per ticket, the cheap checks of SPEC §4.1 steps 1–5 against one snapshot of
@@ -47,6 +51,9 @@ from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
 from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
 from wallet.merchant.ticketverify import TicketVerifier
+from wallet.merchant.terms import CHECKED_BEFORE_TERMS, TermsChecker, terms_route
+from wallet.terms import TERMS_NOT_MET, MerchantTerms
+from wallet.tlsconfig import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +272,12 @@ class MerchantService:
 
     def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView,
                  verifier: TicketVerifier | None = None,
-                 channels: ChannelService | None = None) -> None:
+                 channels: ChannelService | None = None,
+                 terms: MerchantTerms | None = None) -> None:
         self.merchant_pubkey = merchant_pubkey
+        self.terms = terms or MerchantTerms()  # published at GET /v1/terms
+        self._terms = (TermsChecker(self.terms, view.params)  # default terms: accept all
+                       if self.terms != MerchantTerms() else None)
         self.channels = channels  # SPEC §16 voucher routes, when the payee takes channels
         self._store = store
         self._view = view
@@ -285,6 +296,7 @@ class MerchantService:
         parsed = parse_ticket_body(body)
         params = self._view.params
         rejected: dict[int, str] = {}
+        details: dict[int, str] = {}  # index -> which term, for terms-not-met
         candidates: list[_Candidate] = []
         out_of_range: list[_Candidate] = []
         t = await self._view.height(fresh=True)
@@ -308,6 +320,11 @@ class MerchantService:
                 escrow = escrows[eid]
                 reason = check_ticket(params, escrow, self.merchant_pubkey, ticket, t,
                                       (eid, ticket.seqno) in stored, rounds.schedule)
+                if self._terms is not None and reason not in CHECKED_BEFORE_TERMS:
+                    unmet = self._terms.unmet(eid, escrow)  # after steps 1-2, before 3-6
+                    if unmet is not None:
+                        rejected[i], details[i] = TERMS_NOT_MET, unmet
+                        continue
                 if reason is not None and reason != "seqno-out-of-range":
                     rejected[i] = reason
                     continue
@@ -329,7 +346,9 @@ class MerchantService:
                                       [verdict[c.index] for c in candidates], t, latest[0],
                                       stored_before, rejected)
         return {"accepted": accepted,
-                "rejected": [{"index": i, "reason": rejected[i]} for i in sorted(rejected)]}
+                "rejected": [{"index": i, "reason": rejected[i], "detail": details[i]}
+                             if i in details else {"index": i, "reason": rejected[i]}
+                             for i in sorted(rejected)]}
 
     async def _escrows(self, parsed: list[TicketFields | None]) -> dict[bytes, EscrowState | None]:
         """The state of each escrow the request names (the first
@@ -432,18 +451,23 @@ class MerchantService:
         """The Starlette app with ``POST /v1/tickets`` and ``GET /v1/status`` (SPEC §13),
         plus ``POST /v1/vouchers`` and ``GET /v1/channels`` with ``channels`` (SPEC §16)."""
         routes = [Route("/v1/tickets", self._post_tickets, methods=["POST"]),
-                  Route("/v1/status", self._get_status, methods=["GET"])]
+                  Route("/v1/status", self._get_status, methods=["GET"]),
+                  terms_route(self.terms, self.merchant_pubkey, self._view.params,
+                              self._view.genesis_hash)]
         if self.channels is not None:
             routes += self.channels.routes()
         return Starlette(routes=routes)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
+                    tls: ServerTls | None = None,
                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve HTTP with hypercorn's trio server until cancelled.
+        """Serve HTTP (HTTPS with ``tls``) with hypercorn's trio server until cancelled.
 
         ``port`` 0 picks a free port; ``task_status.started(bound_port)`` reports it.
         """
         config = Config()
+        if tls is not None:
+            tls.apply(config)
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         config.accesslog = None
         config.errorlog = logging.getLogger("wallet.merchant.service.http")
@@ -457,7 +481,7 @@ class MerchantService:
             task_status.started(bound)
 
     async def run(self, redeemer: Redeemer | None, host: str = "127.0.0.1", port: int = 0, *,
-                  closer: Closer | None = None,
+                  closer: Closer | None = None, tls: ServerTls | None = None,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the HTTP service, ``redeemer`` and ``closer`` side by side until cancelled.
 
@@ -468,7 +492,7 @@ class MerchantService:
                 await nursery.start(redeemer.run)
             if closer is not None:
                 await nursery.start(closer.run)
-            bound = await nursery.start(functools.partial(self.serve, host, port))
+            bound = await nursery.start(functools.partial(self.serve, host, port, tls=tls))
             task_status.started(bound)
 
 
@@ -495,6 +519,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                        fee: int = DEFAULT_FEE, workers: int = 1,
                        channel_store_dir: Path | str | None = None, channel_price: int = 0,
                        close_margin: int = DEFAULT_CLOSE_MARGIN,
+                       terms: MerchantTerms | None = None, tls: ServerTls | None = None,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
     with ``channel_store_dir`` the voucher service + closer (SPEC §16).
@@ -504,7 +529,8 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     signature-checking worker processes (1: one thread in this process).
     ``channel_price`` (units) is the least increase per voucher, ``close_margin`` the blocks
     before the last closable height at which the closer closes; ``fee`` is also paid by
-    each CHANNEL_CLOSE / CHANNEL_CHEAT.
+    each CHANNEL_CLOSE / CHANNEL_CHEAT. ``terms`` are published at ``GET /v1/terms`` and
+    enforced (``terms-not-met``); ``tls`` serves HTTPS (docs/DESIGN.md).
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -523,8 +549,9 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
             closer = Closer(merchant_seed, channels, view, fee=fee)
         await trio.to_thread.run_sync(verifier.start)
         try:
-            service = MerchantService(merchant_pubkey, store, view, verifier, channels)
+            service = MerchantService(merchant_pubkey, store, view, verifier, channels, terms)
             redeemer = Redeemer(merchant_seed, store, view, fee=fee)
-            await service.run(redeemer, host, port, closer=closer, task_status=task_status)
+            await service.run(redeemer, host, port, closer=closer, tls=tls,
+                              task_status=task_status)
         finally:
             verifier.close()
