@@ -117,7 +117,7 @@ def compare(merchants, payments_per_block, value, blocks, win_bits, points_of_sa
         workload = make_workload(get_params(CHAIN), merchants, payments_per_block, value,
                                  blocks, win_bits, points_of_sale)
     except WorkloadError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.UsageError(str(exc)) from None
     try:
         ok, report = run_compare(compare_root.resolve(), workload, nodes, seed,
                                  say=lambda m: click.echo(m))
