@@ -151,6 +151,8 @@ def _record(run: Run, counter: ChainCounter, ctx: Context) -> dict:
     if run.cheat:
         rec.update(cheat=run.cheat_kind, first_cheat_round=run.first_cheat_round,
                    caught_round=run.caught_round, caught_how=run.caught_how or "not caught",
+                   blocks_to_caught=(None if run.caught_round is None
+                                     else run.caught_round - run.first_cheat_round),
                    burned=ctx.rpc.getinfo()["burned"] if run.scheme == "microcash" else 0)
     return rec
 
@@ -254,7 +256,8 @@ def format_table(report: dict) -> list[str]:
     lines += ["", "cheating payer (gain = value of payments accepted − coins the payer lost):"]
     for rec in report["schemes"]:
         for c in rec["cheats"]:
-            caught = (f"caught in block {c['caught_round']} ({c['caught_how']})"
+            caught = (f"caught in block {c['caught_round']}, {c['blocks_to_caught']} "
+                      f"block(s) after the first cheat ({c['caught_how']})"
                       if c["caught_round"] else c["caught_how"])
             extra = f", penalty burned {c['burned']}" if c["burned"] else ""
             lines.append(f"  {TITLES[c['scheme']]:<18} {c['cheat']}: {c['payments']} payments "
