@@ -113,6 +113,7 @@ def compare(merchants, payments_per_block, value, blocks, win_bits, points_of_sa
     from consensus.params import get_params
     from devnet.compare import CHAIN, format_table, run_compare
     from devnet.compare_workload import WorkloadError, make_workload
+    from wallet.rpcclient import RpcConnectionError, RpcError
     try:
         workload = make_workload(get_params(CHAIN), merchants, payments_per_block, value,
                                  blocks, win_bits, points_of_sale)
@@ -121,8 +122,8 @@ def compare(merchants, payments_per_block, value, blocks, win_bits, points_of_sa
     try:
         ok, report = run_compare(compare_root.resolve(), workload, nodes, seed,
                                  say=lambda m: click.echo(m))
-    except DevnetError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (DevnetError, RpcError, RpcConnectionError) as exc:
+        raise click.ClickException(f"compare stopped: {exc}") from None
     for line in format_table(report):
         click.echo(line)
     click.echo(f"result: {'all invariants hold' if ok else 'AN INVARIANT FAILED'} "
