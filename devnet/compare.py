@@ -27,7 +27,7 @@ from consensus.genesis import genesis_document
 from consensus.params import COIN, get_params
 from devnet.compare_chain import ChainCounter
 from devnet.compare_runs import ChannelRun, Context, MicroCashRun, MicropayRun, Run
-from devnet.compare_workload import PAYER_PREMINE, Workload, make_workload
+from devnet.compare_workload import Workload
 from devnet.keys import dev_address, dev_premine
 from devnet.launcher import Devnet, wait_until
 

@@ -31,15 +31,14 @@ from consensus.channel import (ChannelState, Voucher, compute_channel_id,
 from consensus.encoding import packb
 from consensus.errors import ConsensusError
 from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow_id,
-                              compute_min_penalty, compute_seqno_range, compute_t_draw,
-                              compute_t_expire)
+                              compute_min_penalty, compute_seqno_range, compute_t_draw)
 from consensus.hashing import tagged_hash
 from consensus.lottery import compute_winners
 from consensus.micropay import (MpEscrowState, compute_mp_commitment, compute_mp_escrow_id,
                                 is_mp_winning, sign_mp_ticket, verify_mp_ticket_for_payee)
 from consensus.params import ChainParams
 from consensus.ticket import Ticket, sign_ticket, verify_ticket_signature
-from consensus.tx import (MAX_REDEEM_TICKETS, Tx, make_channel_cheat, make_channel_close,
+from consensus.tx import (MAX_REDEEM_TICKETS, REDEEM, Tx, make_channel_cheat, make_channel_close,
                           make_channel_open, make_cheat_proof, make_mp_claim, make_mp_escrow,
                           make_escrow_create, make_redeem)
 from devnet.compare_workload import PAYER_PREMINE, Party, Workload
@@ -119,11 +118,22 @@ class Run:
                 "gain": self.accepted * self.w.value - cost}
 
     # hooks -------------------------------------------------------------------------
-    def setup(self, ctx: Context) -> None: ...
-    def on_tip(self, ctx: Context, t: int) -> None: ...
-    def after_block(self, ctx: Context, h: int, block: Block) -> None: ...
-    def finished(self, ctx: Context, t: int) -> bool: return True
-    def winners(self, counts) -> dict: return {}
+    def setup(self, ctx: Context) -> None:
+        """Send the run's escrow / MP escrow / channel transactions (setup block)."""
+
+    def on_tip(self, ctx: Context, t: int) -> None:
+        """At best height ``t``: the payments of round ``t + 1`` and what they cause."""
+
+    def after_block(self, ctx: Context, h: int, block: Block) -> None:
+        """Learn what block ``h`` confirmed (ids, states, other merchants' REDEEMs)."""
+
+    def finished(self, ctx: Context, t: int) -> bool:
+        """True once nothing of this run is left to happen on chain."""
+        return True
+
+    def winners(self, counts) -> dict:
+        """Winner / channel outcome figures for the report, from the chain's counts."""
+        return {}
 
 
 def _send(ctx: Context, run: Run, tx: Tx, what: str, expect_ok: bool = True) -> str | None:
@@ -176,7 +186,7 @@ class MicroCashRun(Run):
             if self.escrow.start != ctx.start:
                 self.problems.append(f"escrow start {self.escrow.start} != {ctx.start}")
         for tx in block.txs:
-            if tx.kind == 3:  # REDEEM: what merchants learn from the chain
+            if tx.kind == REDEEM:  # what merchants learn from the chain
                 for ticket in tx.tickets():
                     if ticket.escrow_id == self.escrow_id:
                         self.chain_tickets.setdefault(ticket.seqno,

@@ -41,10 +41,12 @@ class Workload:
 
     @property
     def p(self) -> Fraction:
+        """Winning probability ``2^-win_bits``."""
         return Fraction(1, 1 << self.win_bits)
 
     @property
     def total_payments(self) -> int:
+        """Payments of the whole workload, ``R · blocks``."""
         return self.payments_per_block * self.blocks
 
     def per_merchant(self, j: int) -> int:
@@ -53,6 +55,7 @@ class Workload:
         return base + (1 if j < extra else 0)
 
     def to_json(self) -> dict:
+        """The workload as the JSON report shows it (units)."""
         return {"merchants": self.merchants, "payments_per_block": self.payments_per_block,
                 "value": self.value, "blocks": self.blocks, "win_bits": self.win_bits,
                 "points_of_sale": self.points_of_sale, "draw_len": self.draw_len,
@@ -87,8 +90,10 @@ class Party:
 
     @property
     def seed(self) -> bytes:
+        """32-byte seed, ``dev_seed("compare/<name>")``."""
         return dev_seed(f"compare/{self.name}")
 
     @property
     def address(self) -> bytes:
+        """32-byte public key (the account address)."""
         return keys.public_key(self.seed)
