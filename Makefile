@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .devnet .devnet-demo build *.egg-info
+	rm -rf $(VENV) .devnet .devnet-demo .devnet-compare build *.egg-info
 
 # The hostile-peer suite at the issue's full size (64 flooding peers, 2000-header replies).
 stress-p2p: $(STAMP)

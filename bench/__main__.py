@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import chain, merchant, rpc, sync, tickets
+from bench import chain, economy, merchant, rpc, sync, tickets
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
     chain.run_all(args.blocks)
     rpc.run_all()
     merchant.run_all(args.seconds)
+    economy.run_all()
     if args.sync_blocks:
         sync.run_all(args.sync_blocks)
 

@@ -64,8 +64,14 @@ def make_methods(node: "Node") -> dict[str, Callable]:
             raise RpcError(RPC_INVALID_PARAMETER, "block height out of range")
         return chain.hash_at(height).hex()
 
-    def getblock(hash_or_height) -> dict:
-        """SPEC §12: header fields by name plus hash, size, txids (by hash or height)."""
+    def getblock(hash_or_height, verbosity: int = 1) -> dict | str:
+        """SPEC §12: header fields by name plus hash, size, txids (by hash or height).
+
+        ``verbosity`` 0 returns the block's canonical bytes as hex instead (bitcoind's
+        ``getblock hash 0``), so a tool can read every transaction from the chain itself.
+        """
+        if verbosity not in (0, 1) or isinstance(verbosity, bool):
+            raise ValueError("verbosity must be 0 (raw hex) or 1 (fields)")
         if isinstance(hash_or_height, int) and not isinstance(hash_or_height, bool):
             block_hash = bytes.fromhex(getblockhash(hash_or_height))
         elif isinstance(hash_or_height, str):
@@ -75,6 +81,8 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         raw = store.get_block(block_hash)
         if raw is None:
             raise RpcError(RPC_NOT_FOUND, "block not found")
+        if verbosity == 0:
+            return raw.hex()
         block = chain.get_block(block_hash)
         h = block.header
         entry = chain.entries.get(block_hash)

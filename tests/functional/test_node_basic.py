@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from consensus.address import encode_address
+from consensus.block import Block
 from consensus.tx import make_transfer
 from tests.functional.framework import (
     BLOCK_REWARD,
@@ -77,6 +78,8 @@ def test_generate_and_block_shapes(nodes_factory):
         assert node.rpc.call("getblockhash", height) == block_hash
         block = node.rpc.call("getblock", block_hash)
         assert node.rpc.call("getblock", height) == block  # hash_or_height
+        raw = bytes.fromhex(node.rpc.call("getblock", height, 0))  # verbosity 0: raw hex
+        assert len(raw) == block["size"] and Block.decode(raw).hash().hex() == block_hash
         assert block["hash"] == block_hash
         assert block["version"] == 1 and block["height"] == height
         assert block["prev_hash"] == parent["hash"]
