@@ -8,6 +8,9 @@
   before `t_draw` of that seqno's group, with no `cheat report` by hand.
 - One node, one merchant: a signed ticket with seqno >= N is refused, kept as evidence
   and proven on chain by the merchant itself.
+- One node and raw wire peers: tickets go only to a peer that subscribed, subscriptions
+  travel one hop further (never back), a peer's ticket completes a conflict, and a
+  forged ticket gets its sender banned.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow
 from consensus.params import get_params
 from consensus.ticket import sign_ticket
 from consensus.tx import make_escrow_create
+from tests.functional.test_p2p_misbehave import Peers, assert_refused
 from tests.functional.framework import connect_nodes, test_address, test_seed, wait_until
 from tests.functional.test_wallet_flow import Wallet, processes, start_merchant  # noqa: F401
 from wallet.customer.issuer import send_tickets
@@ -133,3 +137,37 @@ def test_out_of_range_ticket_is_proven_by_the_merchant_itself(
                            escrow.t_refund, "the out-of-range proof")
     assert broken_at <= escrow.start  # within a block or two of the ticket
     assert node.getinfo()["burned"] == escrow.penalty_balance
+
+
+def test_wire_relay_only_to_subscribers_and_forgeries_are_banned(nodes_factory):
+    node = nodes_factory.start_node()
+    eid, escrow = create_escrow(node, [bytes.fromhex(test_address(i)) for i in (1, 2)])
+    peers = Peers(node)
+    try:
+        watcher, other = peers.handshake("127.0.0.3"), peers.handshake("127.0.0.4")
+        watcher.send_msg("watch", [[eid, 0]])
+        # the node passes the subscription on, one hop further, to the other peer only
+        assert other.wait_for("watch", timeout=10) == [[eid, 1]]
+        genesis = peers.genesis_hash
+        mine = sign_ticket(test_seed(CUSTOMER), genesis, eid, 0, 1).encode()
+        result = node.rpc.call("announcetickets", eid.hex(), [mine.hex()])
+        assert (result["new"], result["conflicts"]) == (1, [])
+        assert watcher.wait_for("tktann", timeout=10) == [eid, [mine]]
+        twin = sign_ticket(test_seed(CUSTOMER), genesis, eid, 1, 1).encode()
+        watcher.send_msg("tktann", [eid, [twin]])
+        found = wait_until(lambda: node.rpc.call("getconflicts")["conflicts"], timeout=10)
+        assert [(c["seqno"], c["kind"], c["source"]) for c in found] == [(1, "duplicate", "peer")]
+        assert found[0]["tickets"] == [mine.hex(), twin.hex()]
+        try:  # `other` never subscribed: it gets no tickets
+            other.wait_for("tktann", timeout=1)
+            raise AssertionError("an unsubscribed peer received tickets")
+        except TimeoutError:
+            pass
+        forged = sign_ticket(test_seed(7), genesis, eid, 0, 2).encode()
+        other.send_msg("watch", [[eid, 0]])
+        other.send_msg("tktann", [eid, [forged]])
+        assert other.is_disconnected(10)
+        assert_refused(peers, "127.0.0.4")
+        assert node.getinfo()["height"] >= escrow.created_height
+    finally:
+        peers.close_all()
