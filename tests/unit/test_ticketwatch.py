@@ -144,6 +144,19 @@ async def test_a_subscription_loop_dies_out_after_max_hops() -> None:
 
 
 @in_trio
+async def test_a_colliding_redeem_in_the_mempool_is_a_conflict() -> None:
+    from consensus.ticket import Ticket
+
+    watch = TicketWatch(lambda eid: ESCROW, GENESIS, verify_many)
+    await watch.announce_local(EID, [ticket(0, 6)])
+    assert watch.observe_redeem([Ticket.decode(ticket(1, 6))], "mempool") == []  # unwatched
+    watch.watch_local([EID])
+    (found,) = watch.observe_redeem([Ticket.decode(ticket(1, 6))], "mempool")
+    assert (found.kind, found.source, found.tickets) == ("duplicate", "mempool",
+                                                        (ticket(0, 6), ticket(1, 6)))
+
+
+@in_trio
 async def test_conflict_waiters_wake() -> None:
     watch = TicketWatch(lambda eid: ESCROW, GENESIS, verify_many)
     got = []

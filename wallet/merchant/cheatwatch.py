@@ -3,6 +3,8 @@
 
 A trio task beside the ticket service and the redeemer. It
 
+0. at start, re-announces the tickets it still holds (held or winning), so a restarted
+   node knows them again;
 1. **subscribes** the merchant's node to every escrow naming this merchant
    (``listescrows {"merchant": ...}``, at start and on each new block) and to the escrows
    of accepted tickets (RPC ``watchescrow``, a 600 s lease renewed every 200 s);
@@ -191,6 +193,8 @@ class CheatWatch:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Subscriber, announcer, conflict listener and prover side by side, until
         cancelled; node errors are logged and retried."""
+        if self._rpc is not None:  # the node may have restarted: tell it what we hold
+            self.tickets_accepted(await trio.to_thread.run_sync(self._open_tickets))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._prover)
             if self._rpc is not None:
@@ -198,6 +202,17 @@ class CheatWatch:
                 nursery.start_soon(self._announcer)
                 nursery.start_soon(self._listener)
             task_status.started()
+
+    def _open_tickets(self) -> list[NewTicket]:
+        """Held and winning tickets of the store (≤ MAX_QUEUED), as announcements."""
+        found: list[NewTicket] = []
+        for grp in self._store.open_groups():
+            for x in self._store.open_tickets(grp.escrow_id, grp.group):
+                found.append(NewTicket(x.escrow_id, x.seqno, x.merchant_index, x.round,
+                                       x.group, grp.t_draw, grp.t_expire, x.ticket))
+                if len(found) >= MAX_QUEUED:
+                    return found
+        return found
 
     async def _call(self, method: str, *params: Any, timeout: float = 10.0) -> Any:
         assert self._rpc is not None
