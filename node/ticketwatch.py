@@ -117,6 +117,9 @@ class TicketWatch:
         self._next_conflict = 1
         self._conflict_event = trio.Event()
         self._dirty = trio.Event()
+        self._catchups: collections.deque[tuple[object, bytes]] = collections.deque()
+        # Local tickets not yet signature-checked: checked when first relayed to a peer.
+        self._unverified: set[tuple[bytes, int, int]] = set()  # (escrow_id, seqno, mi)
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -194,12 +197,16 @@ class TicketWatch:
         old = self.peer_subs.get(peer, {})
         self.peer_subs[peer] = dict(entries)
         for eid in entries:
-            if eid not in old:
-                self._catch_up(peer, eid)
-        if old != entries:
+            if eid not in old and eid in self._seen:
+                self._catchups.append((peer, eid))
+        if old != entries or self._catchups:
             self._dirty.set()
 
-    def _catch_up(self, peer: object, escrow_id: bytes) -> None:
+    async def _catch_up(self, peer: object, escrow_id: bytes) -> None:
+        """Send ``peer`` the tickets held for ``escrow_id`` (local ones checked first)."""
+        if peer not in self._peers or escrow_id not in self.peer_subs.get(peer, {}):
+            return
+        await self._verify_local(escrow_id)
         per = self._seen.get(escrow_id)
         if not per:
             return
@@ -228,13 +235,20 @@ class TicketWatch:
                 self._sent[peer] = entries
                 self._sent_at[peer] = now
 
+    async def flush(self) -> None:
+        """Advertise changed subscriptions, then send the pending catch-ups."""
+        self.advertise()
+        while self._catchups:
+            peer, eid = self._catchups.popleft()
+            await self._catch_up(peer, eid)
+
     async def run(self) -> None:
         """Re-advertise subscriptions when they change; runs until cancelled."""
         while True:
             with trio.move_on_after(max(TICK_SECONDS, 1.0)):
                 await self._dirty.wait()
             self._dirty = trio.Event()
-            self.advertise()
+            await self.flush()
             await trio.sleep(TICK_SECONDS)
 
     # --- tickets ------------------------------------------------------------------------
@@ -247,8 +261,19 @@ class TicketWatch:
         return await self._add(escrow_id, tickets, peer, "peer")
 
     async def announce_local(self, escrow_id: bytes, tickets: Sequence[bytes]) -> AnnounceResult:
-        """Tickets a local merchant accepted (RPC ``announcetickets``); the escrow need not
-        be watched by anyone yet."""
+        """Tickets a local merchant accepted (RPC ``announcetickets``); this also watches
+        the escrow locally, if it exists (a lease of DEFAULT_LEASE_SECONDS unless one runs).
+
+        The merchant checked the signatures already (SPEC §4.1 step 6): they are checked
+        here only before a ticket first goes to a peer (a bad one would get this node
+        banned), not for merely remembering it — conflicts are checked again by the
+        merchant that proves them."""
+        escrow = self._escrow(escrow_id)
+        if escrow_id not in self.local and escrow is not None and not escrow.broken:
+            try:
+                self.watch_local([escrow_id])
+            except ValueError:
+                pass  # at the lease limit: announced all the same
         return await self._add(escrow_id, tickets, None, "local")
 
     def observe_redeem(self, tickets: Sequence[Ticket], source: str) -> list[Conflict]:
@@ -292,7 +317,8 @@ class TicketWatch:
                 continue
             batch_keys.add((seqno, mi))
             fresh.append((seqno, mi, raw))
-        valid = await self._verify(escrow, fresh)
+        check = peer is not None or any(escrow_id in subs for subs in self.peer_subs.values())
+        valid = await self._verify(escrow, fresh) if check else [True] * len(fresh)
         relay: list[bytes] = []
         for (seqno, mi, raw), ok in zip(fresh, valid):
             if not ok:
@@ -302,6 +328,8 @@ class TicketWatch:
             if new:
                 result.new += 1
                 relay.append(raw)
+                if not check:
+                    self._unverified.add((escrow_id, seqno, mi))
             else:
                 result.known += 1
             if conflict is not None:
@@ -322,6 +350,27 @@ class TicketWatch:
             good = await trio.to_thread.run_sync(self._verify_many, triples)
         good_set = set(good)
         return [t in good_set for t in triples]
+
+    async def _verify_local(self, escrow_id: bytes) -> None:
+        """Check the unverified local tickets of ``escrow_id``; drop the bad ones."""
+        keys = [k for k in self._unverified if k[0] == escrow_id] if self._unverified else []
+        escrow = self._escrow(escrow_id)
+        if not keys or escrow is None:
+            return
+        per = self._seen.get(escrow_id, {})
+        held = [(seqno, mi, per[seqno][mi]) for _, seqno, mi in keys
+                if mi in per.get(seqno, {})]
+        valid = await self._verify(escrow, held)
+        self._unverified.difference_update(keys)
+        for (seqno, mi, _), ok in zip(held, valid):
+            if not ok:
+                log.warning("escrow %s: a local merchant announced a badly signed ticket "
+                            "(seqno %d); dropped", escrow_id.hex(), seqno)
+                entry = per.get(seqno, {})
+                entry.pop(mi, None)
+                if not entry:
+                    per.pop(seqno, None)
+                    self.tracked -= 1
 
     def _record(self, escrow: EscrowState, escrow_id: bytes, seqno: int, mi: int, raw: bytes,
                 source: str) -> tuple[bool, Conflict | None]:
@@ -346,8 +395,11 @@ class TicketWatch:
         while self.tracked > MAX_TRACKED_TICKETS and self._order:
             eid, seqno = self._order.popleft()
             per = self._seen.get(eid)
-            if per is not None and per.pop(seqno, None) is not None:
+            entry = per.pop(seqno, None) if per is not None else None
+            if entry is not None:
                 self.tracked -= 1
+                if self._unverified:
+                    self._unverified.difference_update((eid, seqno, mi) for mi in entry)
                 if not per:
                     del self._seen[eid]
 
@@ -376,9 +428,12 @@ class TicketWatch:
     def prune(self) -> None:
         """Forget tickets of escrows that are gone (refunded) or broken (already proven):
         called after each tip change."""
-        for eid in [eid for eid in self._seen
-                    if (e := self._escrow(eid)) is None or e.broken]:
+        gone = [eid for eid in self._seen if (e := self._escrow(eid)) is None or e.broken]
+        for eid in gone:
             self.tracked -= len(self._seen.pop(eid))
+        if gone and self._unverified:
+            dropped = set(gone)
+            self._unverified = {k for k in self._unverified if k[0] not in dropped}
         if len(self._order) > 2 * self.tracked + 1024:
             self._order = collections.deque(
                 key for key in self._order if key[1] in self._seen.get(key[0], ()))

@@ -67,7 +67,7 @@ class Net:
         for _ in range(50):
             for w in self.w.values():
                 w._sent_at.clear()  # no pacing in the test
-                w.advertise()
+                await w.flush()
             if not self.queue:
                 return
             batch, self.queue = self.queue, []
@@ -103,12 +103,14 @@ async def test_duplicate_issued_at_both_ends_is_seen_by_both_merchants() -> None
 @in_trio
 async def test_late_subscriber_gets_a_catch_up_and_out_of_range_is_a_conflict() -> None:
     net = Net("AB", [("A", "B")])
-    net.w["A"].watch_local([EID])
-    await net.w["A"].announce_local(EID, [ticket(0, 1), ticket(1, ESCROW.N)])
+    forged = ticket(0, 9, seed=b"\x09" * 32)  # a buggy local merchant: not checked yet
+    await net.w["A"].announce_local(EID, [ticket(0, 1), ticket(1, ESCROW.N), forged])
+    assert net.w["A"].local and net.w["A"].tracked == 3  # announcing also watches
     assert [c.kind for c in net.w["A"].conflicts_after(0)] == ["out-of-range"]
     net.w["B"].watch_local([EID])  # subscribes after the tickets were announced
     await net.pump()
-    assert net.w["B"].tracked == 2
+    assert net.w["B"].tracked == 2  # the catch-up checked them: the forged one stayed home
+    assert net.w["A"].tracked == 2
     late = await net.w["B"].announce_local(EID, [ticket(1, 1)])
     assert [c.kind for c in late.conflicts] == ["duplicate"]
 
@@ -148,9 +150,9 @@ async def test_a_colliding_redeem_in_the_mempool_is_a_conflict() -> None:
     from consensus.ticket import Ticket
 
     watch = TicketWatch(lambda eid: ESCROW, GENESIS, verify_many)
-    await watch.announce_local(EID, [ticket(0, 6)])
-    assert watch.observe_redeem([Ticket.decode(ticket(1, 6))], "mempool") == []  # unwatched
-    watch.watch_local([EID])
+    assert watch.observe_redeem([Ticket.decode(ticket(1, 7))], "mempool") == []  # unwatched
+    assert watch.tracked == 0
+    await watch.announce_local(EID, [ticket(0, 6)])  # watches the escrow too
     (found,) = watch.observe_redeem([Ticket.decode(ticket(1, 6))], "mempool")
     assert (found.kind, found.source, found.tickets) == ("duplicate", "mempool",
                                                         (ticket(0, 6), ticket(1, 6)))
