@@ -235,6 +235,7 @@ class CheatWatch:
         merchant = encode_address(self.merchant_pubkey)
         done_height = None
         listed: set[bytes] = set()  # live escrows naming this merchant, at done_height
+        checked = None  # height at which the node last listed our leases
         while self._announce_ok:
             try:
                 t = await self._view.height()
@@ -255,6 +256,12 @@ class CheatWatch:
                     for eid in part:
                         self._watched[eid] = now
                     log.info("watching %d escrows for duplicate tickets", len(self._watched))
+                if self._watched and not due and t != checked:
+                    checked = t
+                    info = await self._call("getwatchinfo")
+                    local = set(info.get("local", [])) if isinstance(info, dict) else set()
+                    if any(eid.hex() not in local for eid in self._watched):
+                        await self._node_restarted()
             except NodeError as exc:
                 if self._lacks(exc, "watchescrow"):
                     return
@@ -306,6 +313,9 @@ class CheatWatch:
                 found = result.get("conflicts") if isinstance(result, dict) else None
                 if not isinstance(found, list):
                     raise ValueError("malformed waitforconflicts reply")
+                upcoming = result.get("next")
+                if isinstance(upcoming, int) and upcoming - 1 < after:
+                    after = 0  # the node restarted: its conflict ids begin again
                 for item in found:
                     if isinstance(item, dict) and isinstance(item.get("id"), int):
                         after = max(after, item["id"])
@@ -318,6 +328,14 @@ class CheatWatch:
             except ValueError as exc:
                 log.warning("cheat watch: %s", exc)
                 await trio.sleep(RETRY_SECONDS)
+
+    async def _node_restarted(self) -> None:
+        """The node no longer lists our leases (it restarted and lost its ticket table):
+        subscribe and announce what we hold once more."""
+        log.info("cheat watch: the node restarted; announcing our tickets again")
+        self._watched.clear()
+        self._new_escrow.set()
+        self.tickets_accepted(await trio.to_thread.run_sync(self._open_tickets))
 
     async def _conflicts(self, items: list) -> None:
         """Check conflicts the node reported; keep the valid ones of our escrows."""
