@@ -283,7 +283,10 @@ class CheatWatch:
                 rest: collections.deque[tuple[bytes, bytes]] = collections.deque()
                 while self._queue and len(batch) < ANNOUNCE_BATCH:
                     item = self._queue.popleft()
-                    (batch.append(item[1]) if item[0] == eid else rest.append(item))
+                    if item[0] == eid:
+                        batch.append(item[1])
+                    else:
+                        rest.append(item)
                 self._queue.extendleft(reversed(rest))
                 try:
                     result = await self._call("announcetickets", eid.hex(),
