@@ -1,11 +1,14 @@
 """The MicroCash scenario on a fresh devnet, end to end, with a checked summary.
 
-1. ``up`` a devnet (node0 mines; node1 serves the customer; node2 the merchants).
-2. Two merchants run ``microcash-wallet merchant serve`` (real processes).
+1. ``up`` a devnet (node0 mines; node1 serves the customer and merchant-a; node2
+   merchant-b).
+2. Two merchants run ``microcash-wallet merchant serve`` (real processes), each on its
+   own node; their cheat watches announce every accepted ticket through the node network.
 3. The customer locks one escrow for both merchants and, round by round, issues every
    sequence number of the schedule, half to each merchant (2 000 tickets).
-4. A cheater locks a second escrow, gives one sequence number to both merchants, and a
-   merchant submits the two tickets as a CHEAT_PROOF: the penalty is burned.
+4. A cheater locks a second escrow and gives one sequence number to both merchants. No
+   one reports it by hand: the merchants' nodes see the two tickets, a merchant's cheat
+   watch sends the CHEAT_PROOF, and the penalty is burned before the seqno's draw.
 5. Every draw is shown; the merchants redeem their winners automatically; at ``t_refund``
    the residue returns to the owners.
 
@@ -29,7 +32,7 @@ from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow
                               compute_min_penalty, compute_t_draw)
 from consensus.params import COIN, get_params
 from consensus.ticket import sign_ticket
-from consensus.tx import make_cheat_proof, make_escrow_create
+from consensus.tx import make_escrow_create
 from devnet.ca import LocalCa, make_local_ca
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
@@ -107,6 +110,11 @@ class Merchant:
         """``GET /v1/status`` of the service."""
         return httpx.get(self.url + "/v1/status", timeout=10, verify=self.verify).json()
 
+    def cheats(self) -> list[dict]:
+        """The cheat watch's proofs (``GET /v1/cheats``)."""
+        return httpx.get(self.url + "/v1/cheats", timeout=10,
+                         verify=self.verify).json().get("proofs", [])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -129,6 +137,10 @@ class Scenario:
         self.customer_rpc = nodes[min(1, len(nodes) - 1)].client()
         self.merchant_node = nodes[-1]
         self.merchant_rpc = self.merchant_node.client()
+        # merchant-a on the customer's node, merchant-b on the last one: a duplicate
+        # between them is only seen through the node network (the ticket watch).
+        self.merchant_nodes = [nodes[min(1, len(nodes) - 1)], nodes[-1]]
+        self.merchant_rpcs = [n.client() for n in self.merchant_nodes]
         self.genesis_hash = bytes.fromhex(self.customer_rpc.getinfo()["genesis_hash"])
         self.facts = Facts()
         self.merchants: list[Merchant] = []
@@ -170,8 +182,9 @@ class Scenario:
         escrow_id = compute_escrow_id(bytes.fromhex(info["block_hash"]), bytes.fromhex(txid))
         escrow = EscrowState.from_rpc(self.customer_rpc.getescrow(escrow_id.hex()))
         # Merchants judge tickets by their own node: wait until it knows the escrow too.
-        wait_until(lambda: self.merchant_rpc.getescrow(escrow_id.hex()) is not None, 60,
-                   "the merchants' node to see the escrow")
+        wait_until(lambda: all(rpc.getescrow(escrow_id.hex()) is not None
+                               for rpc in self.merchant_rpcs), 60,
+                   "the merchants' nodes to see the escrow")
         return escrow_id, escrow
 
     def issue_rounds(self, issuer: TicketIssuer, escrow_id: bytes, escrow: EscrowState) -> dict[int, set[int]]:
@@ -198,20 +211,48 @@ class Scenario:
                          f"{' (' + reasons + ')' if reasons else ''}")
         return held
 
-    def cheat(self, escrow_id: bytes, escrow: EscrowState) -> str:
-        """The cheater gives seqno 0 to both merchants; merchant-a submits the proof.
-        Returns the CHEAT_PROOF's txid."""
+    def cheat(self, escrow_id: bytes, escrow: EscrowState) -> int:
+        """The cheater gives seqno 0 to both merchants (on different nodes) and nobody
+        reports it by hand. Returns the height at which the tickets were issued."""
         self.wait_height(escrow.start - 2, "cheater's first round")
         seed = dev_seed("cheater")
         ticket_a = sign_ticket(seed, self.genesis_hash, escrow_id, 0, 0)
         ticket_b = sign_ticket(seed, self.genesis_hash, escrow_id, 1, 0)
+        issued_at = self.height()
         for merchant, ticket in zip(self.merchants, (ticket_a, ticket_b)):
             reply = send_tickets(merchant.url, [ticket])
             self.say(f"cheater: seqno 0 → {merchant.name}: accepted {reply['accepted']}")
-        proof = make_cheat_proof(dev_seed("merchant-a"), self.genesis_hash, 0, ticket_a, ticket_b)
-        txid = self.merchant_rpc.sendrawtransaction(proof.encode().hex())
-        self.say(f"merchant-a: CHEAT_PROOF {txid[:16]}… (two tickets with seqno 0)")
-        return txid
+        return issued_at
+
+    def caught(self, escrow_id: bytes, escrow: EscrowState, issued_at: int) -> None:
+        """Check that a merchant's own cheat watch proved the duplicate before its draw."""
+        t_draw = compute_t_draw(self.params, escrow, 0)
+        eid = escrow_id.hex()
+
+        found: list[tuple[Merchant, dict]] = []
+
+        def confirmed() -> bool:
+            found[:] = [(merchant, proof) for merchant in self.merchants
+                        for proof in merchant.cheats()
+                        if proof["escrow_id"] == eid and proof["status"] == "confirmed"]
+            return bool(found)
+
+        try:
+            wait_until(confirmed, 60, "a merchant's CHEAT_PROOF to confirm")
+        except DevnetError:
+            self.facts.check(False, "cheater caught by the merchants' own cheat watch")
+            return
+        merchant, proof = found[0]
+        mined = (self.customer_rpc.gettransaction(proof["txid"]) or {}).get("height")
+        state = self.customer_rpc.getescrow(eid)
+        self.facts.check(
+            mined == proof["height"] and mined < t_draw and state is not None and state["broken"],
+            f"cheater caught by the merchants' own software: seqno 0 issued to both merchants "
+            f"at height {issued_at}, {merchant.name}'s cheat watch sent CHEAT_PROOF "
+            f"{proof['txid'][:16]}…, mined at height {mined} < t_draw {t_draw} "
+            f"(no hand-made proof)")
+        self.say(f"{merchant.name}: CHEAT_PROOF {proof['txid'][:16]}… sent by its cheat watch, "
+                 f"mined at height {mined} (seqno 0's draw is at {t_draw})")
 
     def show_draws(self, escrow_id: bytes, escrow: EscrowState) -> dict[int, list[int]]:
         """Wait for and print every draw; check exactly k distinct in-range winners."""
@@ -263,10 +304,10 @@ def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print,
 def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) -> bool:
     say(f"waiting for the devnet to warm up (difficulty retargets) to height {WARMUP_HEIGHT}…")
     s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300)
-    for name in MERCHANTS:
-        s.merchants.append(Merchant(name, devnet.wallet_dir, s.merchant_node.datadir, root,
-                                    s.tls))
-        say(f"{name} ({encode_address(dev_address(name))[:20]}…) serving at {s.merchants[-1].url}")
+    for name, node in zip(MERCHANTS, s.merchant_nodes):
+        s.merchants.append(Merchant(name, devnet.wallet_dir, node.datadir, root, s.tls))
+        say(f"{name} ({encode_address(dev_address(name))[:20]}…) serving at "
+            f"{s.merchants[-1].url}, on node{node.index}")
     if s.tls is not None:
         s.facts.check(all(m.url.startswith("https://") for m in s.merchants),
                       "merchants serve HTTPS; every connection verified against the "
@@ -281,10 +322,9 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
         f"t_refund {esc_c.t_refund}")
     say(f"cheater escrow {eid_x.hex()[:16]}…: start {esc_x.start}, t_refund {esc_x.t_refund}")
     with TicketIssuer(root / "issuer") as issuer:
-        cheat_txid = s.cheat(eid_x, esc_x)
+        cheated_at = s.cheat(eid_x, esc_x)
         held = s.issue_rounds(issuer, eid_c, esc_c)
-    wait_until(lambda: (s.customer_rpc.gettransaction(cheat_txid) or {}).get("status")
-               == "confirmed", 60, "the cheat proof to confirm")
+    s.caught(eid_x, esc_x, cheated_at)
     burned = s.customer_rpc.getinfo()["burned"]
     s.facts.check(burned == esc_x.penalty_balance,
                   f"cheater's penalty burned: {burned} units (penalty {esc_x.penalty_balance})")

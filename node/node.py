@@ -18,7 +18,8 @@ import trio
 from consensus.block import Header
 from consensus.errors import ConsensusError
 from consensus.params import ChainParams
-from consensus.tx import Tx
+from consensus.state import get_escrow
+from consensus.tx import REDEEM, Tx
 from consensus.vdf import compute_vdf
 from node.blockindex import FAILED, HAVE_DATA
 from node.chainstate import ChainState, TipChange
@@ -30,6 +31,7 @@ from node.rpc_methods import make_methods
 from node.store import ChainStore
 from node.verify import Either, WorkerPool
 from node.tipwatch import TipWatch
+from node.ticketwatch import TicketWatch
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
 
@@ -64,6 +66,11 @@ class Node:
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._pow: PowWorker | None = None
         self.network = Network(self, host="127.0.0.1", port=p2p_port, connect=list(connect))
+        # Duplicate watch between merchants (DESIGN "Ticket watch between merchants").
+        self.ticket_watch = TicketWatch(lambda eid: get_escrow(self.store.state, eid),
+                                        self.genesis_hash, self.workers.verify_many,
+                                        self.network.send_to_peer)
+        self.network.ticket_relay = self.ticket_watch
         self.rpc = RpcServer(make_methods(self), host="127.0.0.1", port=rpc_port,
                              cookie_path=datadir / ".cookie", batch_hook=self._preverify_batch)
         # Blocks stored but not connected (a crash or a failed write between storing a
@@ -82,6 +89,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 p2p_port = await nursery.start(self.network.run)
                 rpc_port = await nursery.start(self.rpc.serve)
+                nursery.start_soon(self.ticket_watch.run)
                 self._write_ports(p2p_port, rpc_port)
                 log.info("node up: chain %s height %d p2p 127.0.0.1:%d rpc 127.0.0.1:%d",
                          self.params.name, self.chain.height, p2p_port, rpc_port)
@@ -166,8 +174,20 @@ class Node:
             log.info("reorg: %d blocks disconnected, %d connected, tip %d",
                      len(change.disconnected), len(change.connected), self.chain.height)
         self._reset_mempool(change)
+        self._watch_blocks(change)
         self.network.announce_block(self.chain.tip.hash)
         self.tipwatch.notify(self.chain.tip.hash, self.chain.height)  # waiting RPCs
+
+    def _watch_blocks(self, change: TipChange) -> None:
+        """Ticket watch: REDEEMs of connected blocks may collide with announced tickets;
+        tickets of refunded or broken escrows are forgotten."""
+        if getattr(self, "ticket_watch", None) is None:
+            return
+        for block in change.connected:
+            for tx in block.txs:
+                if tx.kind == REDEEM:
+                    self.ticket_watch.observe_redeem(tx.tickets(), "block")
+        self.ticket_watch.prune()
 
     # -- blocks --------------------------------------------------------------------------
     async def process_block(self, raw: bytes) -> BlockResult:
@@ -205,6 +225,8 @@ class Node:
             raise PolicyError("txn-already-known")
         self.mempool.add(tx)
         self.network.announce_tx(txid)
+        if tx.kind == REDEEM:  # a colliding REDEEM is a duplicate (DESIGN "Ticket watch")
+            self.ticket_watch.observe_redeem(tx.tickets(), "mempool")
         return txid
 
     # -- ChainAccess (p2p) ---------------------------------------------------------------

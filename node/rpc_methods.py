@@ -20,6 +20,7 @@ from consensus.tx import Tx
 from node.jsonrpc import RpcError
 from node.mempool import PolicyError
 from node.rpc_push import PushMethods
+from node.rpc_watch import WatchMethods
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -199,4 +200,5 @@ def make_methods(node: "Node") -> dict[str, Callable]:
         sendrawtransaction, gettransaction, getrawmempool, getpeerinfo, addnode, generate,
         getstatehash, stop, getmpescrow, getchannel)}
     methods.update(PushMethods(node).table())  # waitfor*, listescrows, estimatefee
+    methods.update(WatchMethods(node).table())  # ticket watch between merchants
     return methods

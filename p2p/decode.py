@@ -31,8 +31,11 @@ from p2p.messages import (
     MAX_HOST_LEN,
     MAX_INV_ITEMS,
     MAX_LOCATOR_HASHES,
+    MAX_TKTANN_TICKETS,
     MAX_TX_BYTES,
     MAX_USER_AGENT_LEN,
+    MAX_WATCH_ESCROWS,
+    TICKET_BYTES,
     Headers,
     WireObject,
 )
@@ -54,6 +57,9 @@ PAYLOAD_LIMITS: dict[str, int] = {
     "headers": 1 + 3 + MAX_HEADERS * MAX_HEADER_BYTES,
     "getaddr": 1,
     "addr": 5 + MAX_ADDRS * (1 + 2 + MAX_HOST_LEN + 3),
+    # DESIGN "Ticket watch": [[escrow_id, hops]...] and [escrow_id, [ticket...]]
+    "watch": 3 + MAX_WATCH_ESCROWS * (1 + 2 + HASH_BYTES + 1),
+    "tktann": 1 + 2 + HASH_BYTES + 3 + MAX_TKTANN_TICKETS * (2 + TICKET_BYTES),
 }
 ENVELOPE_BYTES = 1 + 2 + MAX_MSG_TYPE_LEN  # fixarray(2) + str8 header + msg_type
 
@@ -208,6 +214,10 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "getaddr": _small("getaddr", messages.parse_getaddr, array=0, bin_len=0, str_len=0),
     "addr": _small("addr", messages.parse_addr, array=MAX_ADDRS, bin_len=0,
                    str_len=MAX_HOST_LEN),
+    "watch": _small("watch", messages.parse_watch, array=MAX_WATCH_ESCROWS,
+                    bin_len=HASH_BYTES, str_len=0),
+    "tktann": _small("tktann", messages.parse_tktann, array=MAX_TKTANN_TICKETS,
+                     bin_len=TICKET_BYTES, str_len=0),
 }
 
 

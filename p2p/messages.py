@@ -242,3 +242,68 @@ def build_addr(addresses: Iterable[tuple[str, int]]) -> bytes:
     """Frame for `addr [[host, port]...]` (first 1000 addresses)."""
     items = [[host, port] for host, port in addresses][:MAX_ADDRS]
     return encode_message("addr", items)
+
+
+# --- ticket watch between merchants (DESIGN "Ticket watch"; issue 8 point 2) ----------
+
+TICKET_BYTES = 107  # SPEC §4 ticket layout
+TICKET_ESCROW = slice(3, 35)  # the escrow_id field of a ticket
+MAX_WATCH_ESCROWS = 256  # entries of one `watch`
+MAX_WATCH_HOPS = 8  # a subscription travels at most this many links from its merchant
+MAX_TKTANN_TICKETS = 1000  # tickets of one `tktann`
+
+
+@dataclass(frozen=True)
+class TicketAnnouncement:
+    """A `tktann` payload: tickets a merchant accepted, all of one escrow."""
+
+    escrow_id: bytes  # 32 bytes
+    tickets: list[bytes]  # 107-byte SPEC §4 tickets naming `escrow_id`, ≤ 1000
+
+
+def parse_watch(payload: object) -> dict[bytes, int]:
+    """Check a `watch` payload `[[escrow_id, hops], ...]` (≤ 256 distinct escrow ids,
+    hops ≤ MAX_WATCH_HOPS); ``{escrow_id: hops}``. Raises ProtocolViolation."""
+    items = _bounded_list(payload, MAX_WATCH_ESCROWS, "watch")
+    result: dict[bytes, int] = {}
+    for item in items:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not _is_hash(item[0])
+            or not is_uint(item[1], MAX_WATCH_HOPS + 1)
+        ):
+            raise ProtocolViolation("malformed watch item")
+        if item[0] in result:
+            raise ProtocolViolation("malformed watch: escrow_id repeated")
+        result[item[0]] = item[1]
+    return result
+
+
+def parse_tktann(payload: object) -> TicketAnnouncement:
+    """Check a `tktann` payload `[escrow_id, [ticket, ...]]` (≤ 1000 tickets of 107
+    bytes, version 1, each naming escrow_id). Signatures are the node's to check.
+    Raises ProtocolViolation."""
+    escrow_id, tickets = _fields(payload, 2, "tktann")
+    if not _is_hash(escrow_id):
+        raise ProtocolViolation("malformed tktann: escrow_id")
+    items = _bounded_list(tickets, MAX_TKTANN_TICKETS, "tktann tickets")
+    for ticket in items:
+        if (
+            not isinstance(ticket, bytes)
+            or len(ticket) != TICKET_BYTES
+            or ticket[0] != 1
+            or ticket[TICKET_ESCROW] != escrow_id
+        ):
+            raise ProtocolViolation("malformed tktann ticket")
+    return TicketAnnouncement(escrow_id, list(items))
+
+
+def build_watch(entries: dict[bytes, int]) -> bytes:
+    """Frame for `watch [[escrow_id, hops]...]`; caller keeps ≤ 256 entries."""
+    return encode_message("watch", [[eid, hops] for eid, hops in sorted(entries.items())])
+
+
+def build_tktann(escrow_id: bytes, tickets: list[bytes]) -> bytes:
+    """Frame for `tktann [escrow_id, [ticket...]]`; caller keeps ≤ 1000 tickets."""
+    return encode_message("tktann", [escrow_id, list(tickets)])

@@ -7,6 +7,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
+from typing import Protocol
 
 import trio
 
@@ -33,6 +34,22 @@ MAX_PENDING_PER_IP = 8  # of those, from one IP
 MAX_INBOUND_PER_IP = 16  # inbound connections (any state) from one IP; devnets use 127.0.0.1
 MAX_DISCOVERED_OUTBOUND = 8  # outbound connections to addresses learned from `addr`
 DISCOVERY_TICK = 1.0  # seconds between looks for addresses to dial
+
+
+class TicketRelay(Protocol):
+    """The node's ticket watch as the network sees it (node.ticketwatch.TicketWatch;
+    DESIGN "Ticket watch between merchants"). Peers are named by ``peer_id``."""
+
+    def peer_connected(self, peer_id: int) -> None: ...
+
+    def peer_disconnected(self, peer_id: int) -> None: ...
+
+    def watch_received(self, peer_id: int, entries: dict[bytes, int]) -> None: ...
+
+    async def tickets_received(self, peer_id: int, escrow_id: bytes,
+                               tickets: list[bytes]) -> object:
+        """Returns a result whose ``invalid`` counts badly signed tickets."""
+        ...
 
 
 def _remote_address(stream: trio.SocketStream) -> tuple[str, int]:
@@ -90,6 +107,7 @@ class Network:
         self._scores: dict[str, tuple[float, float]] = {}  # ip -> (score, trio time)
         self._headers_cache: OrderedDict[tuple, bytes] = OrderedDict()
         self._nursery: trio.Nursery | None = None
+        self.ticket_relay: TicketRelay | None = None  # set by the node (ticket watch)
         for target_host, target_port in connect:
             self.add_node(target_host, target_port)
 
@@ -151,6 +169,12 @@ class Network:
         """Number of handshaken peers."""
         return len(self._peers)
 
+    def send_to_peer(self, peer_id: int, frame: bytes) -> bool:
+        """Queue ``frame`` to the handshaken peer ``peer_id``; False if it is gone or its
+        send buffer overflowed (it is then closed). For the ticket watch."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.send_frame(frame)
+
     # --- SessionHost ----------------------------------------------------------------
 
     def register_peer(self, peer: Peer) -> None:
@@ -177,6 +201,8 @@ class Network:
         self._peers[peer.peer_id] = peer
         self._by_nonce[nonce] = peer
         self.download.add_peer(peer)
+        if self.ticket_relay is not None:
+            self.ticket_relay.peer_connected(peer.peer_id)
 
     def known_addresses(self) -> list[tuple[str, int]]:
         """Listen addresses of handshaken peers, then learned ones (at most 1000), for `addr`."""
@@ -195,6 +221,19 @@ class Network:
         addresses = [a for a in addresses if a != ours]
         if self.addresses.add(addresses, trio.current_time()):
             self._discovery_wake.set()
+
+    def watch_received(self, peer: Peer, entries: dict[bytes, int]) -> None:
+        """A peer's `watch` subscription set (DESIGN "Ticket watch between merchants")."""
+        if self.ticket_relay is not None and peer.peer_id in self._peers:
+            self.ticket_relay.watch_received(peer.peer_id, entries)
+
+    async def tickets_received(self, peer: Peer, escrow_id: bytes, tickets: list[bytes]) -> int:
+        """A peer's `tktann`: handed to the ticket watch; the number of tickets whose
+        signature failed against a known escrow (the session bans for any)."""
+        if self.ticket_relay is None or peer.peer_id not in self._peers:
+            return 0
+        result = await self.ticket_relay.tickets_received(peer.peer_id, escrow_id, tickets)
+        return int(getattr(result, "invalid", 0))
 
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
         """Add `points` to the score of `peer`'s IP (halving every 10 min); ban at 100.
@@ -287,7 +326,8 @@ class Network:
 
     def _unregister(self, peer: Peer) -> None:
         self._pending.pop(peer.peer_id, None)
-        self._peers.pop(peer.peer_id, None)
+        if self._peers.pop(peer.peer_id, None) is not None and self.ticket_relay is not None:
+            self.ticket_relay.peer_disconnected(peer.peer_id)
         self.download.remove_peer(peer)
         nonce = peer.node_nonce
         if nonce is not None and self._by_nonce.get(nonce) is peer:

@@ -21,6 +21,7 @@ from p2p.messages import (
     Headers,
     Hello,
     InvItem,
+    TicketAnnouncement,
     WireObject,
 )
 from p2p.download import BlockDownload
@@ -38,6 +39,10 @@ SCORE_FLOOD = 10  # misbehaviour points: a request over the rate or before readi
 SCORE_NOT_READING = 50  # misbehaviour points: send buffer full for SEND_STALL_SECONDS
 ADDR_RATE = 0.1  # addresses accepted per second per peer (token bucket, as Bitcoin Core)...
 ADDR_BURST = 1000.0  # ...with this burst; the rest of an `addr` is ignored
+WATCH_RATE = 1.0  # `watch` messages per second per peer (token bucket)...
+WATCH_BURST = 10.0  # ...with this burst; beyond it: SCORE_FLOOD, message ignored
+TKTANN_RATE = 2000.0  # tickets per second per peer in `tktann` (token bucket)...
+TKTANN_BURST = 20000.0  # ...with this burst; the rest of a `tktann` is ignored
 
 
 class SessionHost(Protocol):
@@ -71,6 +76,14 @@ class SessionHost(Protocol):
         """The framed `headers` reply to `request` (cached while the tip is unchanged)."""
         ...
 
+    def watch_received(self, peer: Peer, entries: dict[bytes, int]) -> None:
+        """The peer's `watch` subscription set (DESIGN "Ticket watch between merchants")."""
+        ...
+
+    async def tickets_received(self, peer: Peer, escrow_id: bytes, tickets: list[bytes]) -> int:
+        """The peer's `tktann` tickets; returns how many had a bad signature."""
+        ...
+
 
 class PeerSession:
     """Runs the protocol on one connection until it ends.
@@ -94,6 +107,9 @@ class PeerSession:
         self._answered_getaddr = False
         self._addr_tokens = ADDR_BURST
         self._addr_tokens_at = trio.current_time()
+        self._watch_tokens = WATCH_BURST
+        self._tktann_tokens = TKTANN_BURST
+        self._watch_tokens_at = self._tktann_tokens_at = trio.current_time()
         self._ping_nonce: int | None = None
         self._ping_sent_at = 0.0
         self._handlers = {
@@ -109,6 +125,8 @@ class PeerSession:
             "headers": self._on_headers,
             "getaddr": self._on_getaddr,
             "addr": self._on_addr,
+            "watch": self._on_watch,
+            "tktann": self._on_tktann,
         }
 
     async def run(self) -> None:
@@ -377,3 +395,32 @@ class PeerSession:
         self._addr_tokens -= len(accepted)
         if accepted:
             self._host.addresses_received(self._peer, accepted)
+
+    # --- ticket watch (DESIGN "Ticket watch between merchants") ------------------------
+
+    async def _on_watch(self, entries: dict[bytes, int]) -> None:
+        now = trio.current_time()
+        self._watch_tokens = min(WATCH_BURST, self._watch_tokens
+                                 + (now - self._watch_tokens_at) * WATCH_RATE)
+        self._watch_tokens_at = now
+        if self._watch_tokens < 1:
+            self._host.misbehaving(self._peer, SCORE_FLOOD, "watch flood")
+            return
+        self._watch_tokens -= 1
+        self._host.watch_received(self._peer, entries)
+
+    async def _on_tktann(self, announcement: TicketAnnouncement) -> None:
+        now = trio.current_time()
+        self._tktann_tokens = min(TKTANN_BURST, self._tktann_tokens
+                                  + (now - self._tktann_tokens_at) * TKTANN_RATE)
+        self._tktann_tokens_at = now
+        tickets = announcement.tickets[: int(self._tktann_tokens)]
+        self._tktann_tokens -= len(tickets)
+        if len(tickets) < len(announcement.tickets):
+            logger.debug("peer %s: tktann over its rate, %d tickets ignored", self._peer.address,
+                         len(announcement.tickets) - len(tickets))
+        if not tickets:
+            return
+        invalid = await self._host.tickets_received(self._peer, announcement.escrow_id, tickets)
+        if invalid:
+            raise ProtocolViolation(f"tktann: {invalid} tickets with a bad signature")

@@ -32,6 +32,8 @@ PAYLOAD_SEEDS: dict[str, list[object]] = {
     "headers": [[[HEADER] * 3], [[]]],
     "getaddr": [[]],
     "addr": [[["127.0.0.1", 8333], ["::1", 1]], []],
+    "watch": [[[H1, 0], [H2, 8]], []],
+    "tktann": [[H1, [b"\x01\x00\x01" + H1 + b"\x00" * 8 + b"\x07" * 64] * 3], [H2, []]],
 }
 
 

@@ -62,6 +62,12 @@ class Host:
     def misbehaving(self, peer: Peer, points: int, reason: str) -> None:
         self.scores.append((points, reason))
 
+    def watch_received(self, peer: Peer, entries) -> None:
+        pass
+
+    async def tickets_received(self, peer: Peer, escrow_id: bytes, tickets) -> int:
+        return 0
+
     def headers_reply(self, request) -> bytes:
         return messages.build_headers(
             self.chain.get_headers_after(request.locator, request.stop_hash, 2000)

@@ -104,13 +104,17 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
 @click.option("--close-margin", type=click.IntRange(min=0), default=2, show_default=True,
               help="Blocks before a channel's last closable height (expiry_height - 1) at "
                    "which its CHANNEL_CLOSE is sent; vouchers are refused from then on.")
+@click.option("--cheat-watch/--no-cheat-watch", default=True, show_default=True,
+              help="Announce accepted tickets to the other merchants of each escrow through "
+                   "the node network, and send a CHEAT_PROOF (paying --fee) as soon as a "
+                   "duplicate or out-of-range ticket is known.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
 @terms_options
 @tls_server_options
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
-                   workers: int, channel_price: int, close_margin: int,
+                   workers: int, channel_price: int, close_margin: int, cheat_watch: bool,
                    log_level: str, terms: Any, tls: Any) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
@@ -122,6 +126,11 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     its terms (--price, --min-p ... --min-penalty-margin) at GET /v1/terms and refuses
     tickets of escrows outside them (terms-not-met); with --tls-cert/--tls-key it serves
     HTTPS. Needs the node (--datadir). Runs until Ctrl-C or SIGTERM.
+
+    With --cheat-watch (the default) it also announces every accepted ticket to the other
+    merchants of its escrow through the node network and sends a CHEAT_PROOF on its own
+    as soon as the customer is caught issuing one seqno twice or beyond N; `merchant
+    status` shows those proofs.
     """
     import trio
 
@@ -143,7 +152,8 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
         trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee, workers,
                  service_file, name, listening,
                  {"channel_store_dir": directory / "channels", "channel_price": channel_price,
-                  "close_margin": close_margin, "terms": terms, "tls": tls})
+                  "close_margin": close_margin, "cheat_watch": cheat_watch, "terms": terms,
+                  "tls": tls})
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
         for leaf in leaves:
@@ -278,10 +288,12 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
         escrows[eid] = {**{k: int(row.get(k, 0)) for k in COUNT_NAMES}, "beta": beta,
                         "units_redeemed": units}
     channels = _channels(directory)
+    cheats = _cheats(directory)
     if as_json:
         echo_json({"merchant": name, "address": address_text(wallet.key_address(name)),
                    "source": source, "escrows": escrows,
-                   "units_redeemed": total if complete else None, "channels": channels})
+                   "units_redeemed": total if complete else None, "channels": channels,
+                   "cheat_proofs": cheats})
         return
     click.echo(f"merchant {name} ({address_text(wallet.key_address(name))}), from {source}")
     if not escrows:
@@ -296,3 +308,37 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
                    f"{ch['deposit']} units, {ch['status']}"
                    + (f" ({ch['reason']})" if ch.get("reason") else "")
                    + f", expiry {ch['expiry_height']}")
+    for proof in cheats:
+        click.echo(_cheat_line(proof))
+
+
+def _cheats(directory: Path) -> list[dict[str, Any]]:
+    """Cheat proofs: from the running service (GET /v1/cheats), else the evidence kept in
+    the store (its proof status is then unknown)."""
+    asked = _ask_service(directory / "service.json", "/v1/cheats")
+    if asked is not None and isinstance(asked[0].get("proofs"), list):
+        return asked[0]["proofs"]
+    from wallet.merchant.ticketstore import StoreError, TicketStore
+
+    if not (directory / "store").is_dir():
+        return []
+    try:
+        with TicketStore(directory / "store") as store:
+            return [{"escrow_id": ev.escrow_id.hex(), "seqno": ev.seqno, "kind": ev.kind,
+                     "status": "evidence", "txid": None, "height": None, "reason": "",
+                     "note": ev.note} for ev in store.evidence()]
+    except StoreError:
+        return []
+
+
+def _cheat_line(proof: dict[str, Any]) -> str:
+    """One line of `merchant status` about a cheat proof."""
+    text = (f"cheat proof {proof.get('kind')} escrow {proof.get('escrow_id')} seqno "
+            f"{proof.get('seqno')}: {proof.get('status')}")
+    if proof.get("height") is not None:
+        text += f" at height {proof['height']}"
+    if proof.get("txid"):
+        text += f" (tx {proof['txid']})"
+    if proof.get("reason"):
+        text += f" — {proof['reason']}"
+    return text

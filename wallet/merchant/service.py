@@ -46,6 +46,7 @@ from consensus.ticket import TICKET_SIZE, TICKET_VERSION, Ticket
 from wallet.merchant.chainview import ChainView, NodeError, RpcChainView
 from wallet.merchant.channel_service import DEFAULT_CLOSE_MARGIN, ChannelService
 from wallet.merchant.channel_store import ChannelStore
+from wallet.merchant.cheatwatch import CheatWatch
 from wallet.merchant.closer import Closer
 from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
@@ -284,6 +285,7 @@ class MerchantService:
         self._verifier = verifier or TicketVerifier(1)
         self._accept_lock = trio.Lock()
         self._stored = 0  # accepted-ticket writes so far: tells a request whether to re-check
+        self.cheatwatch: CheatWatch | None = None  # automatic cheat proofs (issue 8), if run
 
     async def submit(self, body: bytes) -> dict[str, Any]:
         """Check and durably store a batch of tickets (SPEC §4.1, §13).
@@ -345,6 +347,11 @@ class MerchantService:
         accepted = await self._accept(params, candidates,
                                       [verdict[c.index] for c in candidates], t, latest[0],
                                       stored_before, rejected)
+        if self.cheatwatch is not None:  # a duplicate in our own store may prove cheating
+            dupes = [(body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE], escrows[parsed[i].escrow_id])
+                     for i, reason in rejected.items() if reason == "duplicate-ticket"]
+            if dupes:
+                await self.cheatwatch.own_duplicates(dupes)
         return {"accepted": accepted,
                 "rejected": [{"index": i, "reason": rejected[i], "detail": details[i]}
                              if i in details else {"index": i, "reason": rejected[i]}
@@ -382,6 +389,8 @@ class MerchantService:
             if fresh:
                 log.warning("escrow %s: signed out-of-range ticket seqno %d kept as evidence",
                             cand.ticket.escrow_id.hex(), cand.ticket.seqno)
+                if self.cheatwatch is not None:
+                    self.cheatwatch.evidence_added()
 
     async def _height_now(self, t: int, latest: list[int]) -> None:
         """Read the best height again into ``latest[0]`` (kept at ``t`` if that fails)."""
@@ -424,6 +433,8 @@ class MerchantService:
                     await trio.to_thread.run_sync(self._store.add_tickets, new)
                 finally:
                     self._stored += 1
+                if self.cheatwatch is not None:  # announced to the other merchants
+                    self.cheatwatch.tickets_accepted(new)
         return len(new)
 
     def status(self) -> dict[str, dict[str, int]]:
@@ -447,13 +458,18 @@ class MerchantService:
     async def _get_status(self, request: Request) -> JSONResponse:
         return JSONResponse(self.status())
 
+    async def _get_cheats(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.cheatwatch.status() if self.cheatwatch is not None
+                            else {"proofs": [], "node_watch": False})
+
     def asgi_app(self) -> Starlette:
         """The Starlette app with ``POST /v1/tickets`` and ``GET /v1/status`` (SPEC §13),
         plus ``POST /v1/vouchers`` and ``GET /v1/channels`` with ``channels`` (SPEC §16)."""
         routes = [Route("/v1/tickets", self._post_tickets, methods=["POST"]),
                   Route("/v1/status", self._get_status, methods=["GET"]),
                   terms_route(self.terms, self.merchant_pubkey, self._view.params,
-                              self._view.genesis_hash)]
+                              self._view.genesis_hash),
+                  Route("/v1/cheats", self._get_cheats, methods=["GET"])]
         if self.channels is not None:
             routes += self.channels.routes()
         return Starlette(routes=routes)
@@ -492,6 +508,8 @@ class MerchantService:
                 await nursery.start(redeemer.run)
             if closer is not None:
                 await nursery.start(closer.run)
+            if self.cheatwatch is not None:
+                await nursery.start(self.cheatwatch.run)
             bound = await nursery.start(functools.partial(self.serve, host, port, tls=tls))
             task_status.started(bound)
 
@@ -518,7 +536,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                        rpc: RpcClient, host: str = "127.0.0.1", port: int = 0, *,
                        fee: int = DEFAULT_FEE, workers: int = 1,
                        channel_store_dir: Path | str | None = None, channel_price: int = 0,
-                       close_margin: int = DEFAULT_CLOSE_MARGIN,
+                       close_margin: int = DEFAULT_CLOSE_MARGIN, cheat_watch: bool = True,
                        terms: MerchantTerms | None = None, tls: ServerTls | None = None,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
@@ -530,7 +548,9 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     ``channel_price`` (units) is the least increase per voucher, ``close_margin`` the blocks
     before the last closable height at which the closer closes; ``fee`` is also paid by
     each CHANNEL_CLOSE / CHANNEL_CHEAT. ``terms`` are published at ``GET /v1/terms`` and
-    enforced (``terms-not-met``); ``tls`` serves HTTPS (docs/DESIGN.md).
+    enforced (``terms-not-met``); ``tls`` serves HTTPS (docs/DESIGN.md). ``cheat_watch``
+    runs the automatic cheat proofs and the duplicate watch between merchants
+    (``wallet.merchant.cheatwatch``; ``fee`` paid by each CHEAT_PROOF).
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -550,6 +570,8 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
         await trio.to_thread.run_sync(verifier.start)
         try:
             service = MerchantService(merchant_pubkey, store, view, verifier, channels, terms)
+            if cheat_watch:
+                service.cheatwatch = CheatWatch(merchant_seed, store, view, rpc, fee=fee)
             redeemer = Redeemer(merchant_seed, store, view, fee=fee)
             await service.run(redeemer, host, port, closer=closer, tls=tls,
                               task_status=task_status)
