@@ -47,6 +47,7 @@ from wallet.merchant.chainview import ChainView, NodeError, RpcChainView
 from wallet.merchant.channel_service import DEFAULT_CLOSE_MARGIN, ChannelService
 from wallet.merchant.channel_store import ChannelStore
 from wallet.merchant.closer import Closer
+from wallet.merchant.pos_gossip import PosConfig
 from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
 from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
@@ -520,6 +521,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                        channel_store_dir: Path | str | None = None, channel_price: int = 0,
                        close_margin: int = DEFAULT_CLOSE_MARGIN,
                        terms: MerchantTerms | None = None, tls: ServerTls | None = None,
+                       pos: PosConfig | None = None,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
     with ``channel_store_dir`` the voucher service + closer (SPEC §16).
@@ -530,7 +532,8 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     ``channel_price`` (units) is the least increase per voucher, ``close_margin`` the blocks
     before the last closable height at which the closer closes; ``fee`` is also paid by
     each CHANNEL_CLOSE / CHANNEL_CHEAT. ``terms`` are published at ``GET /v1/terms`` and
-    enforced (``terms-not-met``); ``tls`` serves HTTPS (docs/DESIGN.md).
+    enforced (``terms-not-met``); ``tls`` serves HTTPS (docs/DESIGN.md). ``pos`` makes
+    this one point of sale of several (``wallet.merchant.pos_gossip``).
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -545,7 +548,8 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
         if channel_store_dir is not None:
             channel_store = stack.enter_context(ChannelStore(channel_store_dir))
             channels = ChannelService(merchant_pubkey, channel_store, view,
-                                      price=channel_price, close_margin=close_margin)
+                                      price=channel_price, close_margin=close_margin,
+                                      payee_seed=merchant_seed, pos=pos)
             closer = Closer(merchant_seed, channels, view, fee=fee)
         await trio.to_thread.run_sync(verifier.start)
         try:
