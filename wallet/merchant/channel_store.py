@@ -112,7 +112,7 @@ class ChannelStore:
         self._lock = threading.Lock()
         self._outbox_counts: dict[bytes, int] = {}
         self._next_seq = 0
-        for key, _ in self._db.iterator(prefix=_OUTBOX, include_value=False):
+        for key in self._db.iterator(prefix=_OUTBOX, include_value=False):
             peer = key[1:9]
             self._outbox_counts[peer] = self._outbox_counts.get(peer, 0) + 1
             self._next_seq = max(self._next_seq, int.from_bytes(key[9:17], "big") + 1)
