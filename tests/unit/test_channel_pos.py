@@ -205,15 +205,19 @@ def test_invalid_pos_config():
 # ---- closer roles --------------------------------------------------------------------------
 
 def test_only_point_zero_closes_others_settle(tmp_path):
-    chain = FakeChain(tip=26)
+    chain = FakeChain(tip=25)
     with ChannelStore(tmp_path / "a") as sa, ChannelStore(tmp_path / "b") as sb:
         zero, one = service_at(sa, chain, 0), service_at(sb, chain, 1)
         for service in (zero, one):
             trio.run(service.submit, CID, voucher(1, 40))
+        chain.tip = 26  # current round 27 = 29 - 2: point 1 stopped a round before point 0
+        assert trio.run(one.submit, CID, voucher(2, 50))["reason"] == "channel-expired"
+        assert trio.run(zero.submit, CID, voucher(2, 50))["accepted"]
         trio.run(Closer(PAYEE, one, chain).step, 26)  # close round, but point 1 never closes
         assert chain.sent == [] and sb.get(CID).status == OPEN
         trio.run(Closer(PAYEE, zero, chain).step, 26)
         assert [tx.kind for tx in chain.sent] == [CHANNEL_CLOSE]
+        assert chain.sent[0].body.voucher == voucher(2, 50)
         del chain.channels[CID]  # closed on chain
         trio.run(Closer(PAYEE, one, chain).step, 27)
         assert sb.get(CID).status == SETTLED

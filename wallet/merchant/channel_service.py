@@ -8,9 +8,12 @@ Answer 200 ``{"accepted": true, "k", "cumulative", "duplicate": bool}`` once the
 is durably stored, or ``{"accepted": false, "reason": r}`` with ``r`` one of
 ``unknown-channel``, ``wrong-payee``, ``channel-closing`` (the closer already sent the
 close), ``channel-expired``, ``bad-voucher-signature``, ``voucher-out-of-order``,
-``voucher-underpaid``, ``bad-voucher``, ``equivocation``; 400 for a malformed request.
+``voucher-underpaid``, ``bad-voucher``, ``equivocation``, ``bad-receipt``,
+``bad-receipt-signature``, ``pos-unsynced`` (with ``detail``); 400 for a malformed request.
+With the payee's seed an accepted answer also carries ``"receipt"``.
 
-``GET /v1/channels/{channel_id}`` answers ``{"price", "k", "cumulative", "status"}``:
+``GET /v1/channels/{channel_id}`` answers ``{"price", "k", "cumulative", "status", "pos",
+"points_of_sale", "sync_interval"}``:
 what a payer reads before it signs (a voucher the payee refuses is still signed, and
 its ``k`` can never carry another cumulative, so the payer checks the price first).
 
@@ -131,6 +134,9 @@ class ChannelService:
         if self.pos.peers and payee_seed is None:
             raise ValueError("points of sale with peers sign receipts: payee_seed needed")
         self.gossip = PosGossip(self.pos, store) if self.pos.peers else None
+        # a point that does not close stops one block before point 0 closes, so that its
+        # last vouchers have reached point 0 when the close is built
+        self.accept_margin = close_margin + (1 if self.gossip and not self.pos.closes else 0)
 
     def _receipt(self, channel_id: bytes, voucher: Voucher) -> Receipt | None:
         if self._seed is None:
@@ -205,7 +211,7 @@ class ChannelService:
                     return _refused("equivocation")
             try:
                 verify_voucher_for_payee(genesis, channel_id, channel, voucher, last_k, last_cum,
-                                         self.price, t + 1, self.close_margin)
+                                         self.price, t + 1, self.accept_margin)
             except ConsensusError as exc:
                 return _refused(exc.reason)
             unsynced = self.gossip.unsynced() if self.gossip is not None else None
@@ -323,8 +329,8 @@ class ChannelService:
         return JSONResponse(self.channel_info(channel_id))
 
     def routes(self) -> list[Route]:
-        """``POST /v1/vouchers``, ``GET /v1/channels`` and ``GET /v1/channels/{id}``, for
-        the merchant's app."""
+        """``POST /v1/vouchers``, ``POST /v1/receipts`` (peer points of sale),
+        ``GET /v1/channels`` and ``GET /v1/channels/{id}``, for the merchant's app."""
         return [Route("/v1/vouchers", self._post_voucher, methods=["POST"]),
                 Route("/v1/receipts", self._post_receipts, methods=["POST"]),
                 Route("/v1/channels", self._get_channels, methods=["GET"]),

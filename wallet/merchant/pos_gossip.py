@@ -19,8 +19,9 @@ every ``heartbeat`` seconds keeps the peer link measured.
 The seed-003 bound ``p <= T̂ / Ť · u₂`` assumes a point of sale works at most T̂ on a
 stale state, so a point of sale *enforces* T̂: it accepts vouchers only while every peer
 acknowledged a push within the last ``sync_interval`` seconds and no outbox holds more
-than ``MAX_OUTBOX`` receipts; otherwise the voucher is refused (``pos-unsynced``) before
-anything is signed by the payer... (the payer's ``channel pay`` reads the state first).
+than ``MAX_OUTBOX`` receipts; otherwise the voucher is refused (``pos-unsynced``). A
+point that cannot reach its peers thus stops within T̂, and every voucher accepted
+anywhere reaches every point within T̂ or its point stops taking payments.
 """
 
 from __future__ import annotations
