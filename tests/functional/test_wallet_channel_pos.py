@@ -3,9 +3,10 @@ docs/DESIGN.md "Several points of sale of one payee").
 
 A regtest node and two ``merchant serve ma --point-of-sale N`` processes of one key (own
 stores, own ports, each the other's ``--peer-pos``). Channel 1: an honest payer pays at
-both points alternately, showing the latest receipt; all four vouchers are accepted,
-both points converge, a SIGKILL of point 1 loses nothing, and point 0 closes with the
-whole cumulative (point 1 marks it settled). Channel 2: point 1 is SIGKILLed, the payer
+both points alternately, showing the latest receipt; all vouchers are accepted, both
+points converge, a SIGKILL of point 1 loses nothing; a voucher paid at point 0 while
+point 1 is down reaches point 1 through the payer's receipt alone (point 0 is down
+then too); point 0 closes with the whole cumulative (point 1 marks it settled). Channel 2: point 1 is SIGKILLed, the payer
 pays voucher 1 at point 0, point 0 is SIGKILLed, and a copy of the payer's wallet taken
 before that payment pays voucher 1 again, for another total, at point 1 (the double
 spend the penalty exists for). When point 0 comes back, its durable outbox reaches
@@ -116,14 +117,20 @@ def test_two_points_of_sale_receipts_close_and_cheat(nodes_factory, tmp_path,
         wait_until(lambda: (pos.channel(c1).get("k"), pos.channel(c1).get("cumulative"))
                    == (4, 450), timeout=10, description=f"point {pos.index} at voucher 4")
 
-    # -- channel 2: voucher 1 at point 0 while point 1 is down ...
+    # -- point 1 down: channel 1 voucher 5 and channel 2 voucher 1 at point 0, then point
+    # 0 down too, its pushes to point 1 still queued
     one.kill()
+    paid = cust.json("channel", "pay", "cust", c1, "--amount", 100, "--to", zero.url)
+    assert (paid["k"], paid["cumulative"]) == (5, 550)
     paid = cust.json("channel", "pay", "cust", c2, "--amount", 100, "--to", zero.url)
     assert (paid["k"], paid["cumulative"]) == (1, 100)
     zero.kill()
-    # ... and voucher 1 again, for 10, at point 1 by the rolled-back wallet
     one.start()
     assert (one.channel(c1)["k"], one.channel(c1)["cumulative"]) == (4, 450)  # SIGKILL-safe
+    # channel 1: the receipt of voucher 5 tells point 1 what it missed
+    paid = cust.json("channel", "pay", "cust", c1, "--amount", 100, "--to", one.url)
+    assert (paid["k"], paid["cumulative"], paid["receipt"]["pos"]) == (6, 650, 1)
+    # channel 2: voucher 1 again, for 10, at point 1 by the rolled-back wallet
     double = cheater.json("channel", "pay", "cust", c2, "--amount", 10, "--to", one.url)
     assert (double["k"], double["cumulative"], double["accepted"]) == (1, 10, True)
     assert node.rpc.call("getrawmempool") == []
@@ -151,9 +158,10 @@ def test_two_points_of_sale_receipts_close_and_cheat(nodes_factory, tmp_path,
                description="channel 1 closed by point 0")
     wait_until(lambda: one.channel(c1).get("status") == "settled", timeout=30,
                description="channel 1 settled at point 1")
-    assert shop.json("balance", "ma")["balance"] == 450 + DEPOSIT + PENALTY
+    assert zero.channel(c1)["cumulative"] == 650
+    assert shop.json("balance", "ma")["balance"] == 650 + DEPOSIT + PENALTY
     assert cust.json("balance", "cust")["balance"] == (
-        PREMINE_AMOUNT - 2 * FEE - 450 - DEPOSIT - PENALTY)
+        PREMINE_AMOUNT - 2 * FEE - 650 - DEPOSIT - PENALTY)
     shown = json.loads(shop.run("merchant", "status", "ma", "--point-of-sale", 1,
                                 "--json").stdout)
     assert {c["channel_id"]: c["status"] for c in shown["channels"]} == {
