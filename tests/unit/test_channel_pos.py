@@ -251,3 +251,33 @@ def test_penalty_guidance_per_point_and_points_of_sale():
     assert "3 other points of sale x 1500" in text and "floor(T^ / T~ x u2)" in text
     with pytest.raises(ValueError):
         compute_penalty_guidance(Fraction(60), Fraction(2), 50, 0, 1000)
+
+
+def test_refused_half_of_an_equivocation_goes_to_the_peers(store):  # noqa: F811
+    service = service_at(store, FakeChain(), index=1)
+    trio.run(service.take_receipts, [receipt(1, 10, pos=0)])  # point 0 took voucher 1
+    assert trio.run(service.submit, CID, voucher(1, 99))["reason"] == "equivocation"
+    (_, raw), = store.outbox(compute_peer_id(PEER), 10)
+    sent = Receipt.decode(raw)
+    assert (sent.k, sent.cumulative, sent.pos_index) == (1, 99, 1)  # point 0 gets the proof
+
+
+def test_close_of_a_channel_gone_meanwhile_is_settled(store):  # noqa: F811
+    from wallet.merchant.chainview import NodeRejected
+
+    chain = FakeChain(tip=26)
+    service = service_at(store, chain, 0)
+    trio.run(service.submit, CID, voucher(1, 40))
+
+    async def refuse(raw):
+        raise NodeRejected("unknown-channel")
+    chain.send_raw_transaction = refuse
+    trio.run(Closer(PAYEE, service, chain).step, 26)
+    assert store.get(CID).status == SETTLED
+
+
+def test_channel_info_says_when_unsynced(store):  # noqa: F811
+    service = service_at(store, FakeChain())
+    assert "unsynced" not in service.channel_info(CID)
+    service.gossip.last_sync[compute_peer_id(PEER)] -= 60
+    assert "no push acknowledged" in service.channel_info(CID)["unsynced"]

@@ -310,6 +310,9 @@ def channel_pay(wallet: WalletContext, payer: str, channel_id: str, amount: int,
     known_here = info.get("k") == record.k or (
         isinstance(info.get("k"), int) and info["k"] < record.k
         and held.get("k") == record.k and held.get("cumulative") == record.cumulative)
+    if info.get("unsynced"):
+        raise WalletError(f"this point of sale is out of sync with the payee's others "
+                          f"({info['unsynced']}); pay at another one: nothing signed")
     if info.get("status") not in ("new", "open") or not known_here:
         raise WalletError(f"payee's state of channel {channel_id} is {info}; this wallet's "
                           f"is voucher {record.k} = {record.cumulative} units"

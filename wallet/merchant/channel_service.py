@@ -208,6 +208,11 @@ class ChannelService:
                                     "units: equivocation kept, CHANNEL_CHEAT follows",
                                     channel_id.hex(), voucher.k, earlier.cumulative,
                                     voucher.cumulative)
+                        if self.gossip is not None:  # the peers may hold only the other
+                            await trio.to_thread.run_sync(
+                                self.store.enqueue, self._receipt(channel_id, voucher).encode(),
+                                self.pos.peer_ids)
+                            self.gossip.notify()
                     return _refused("equivocation")
             try:
                 verify_voucher_for_payee(genesis, channel_id, channel, voucher, last_k, last_cum,
@@ -311,11 +316,15 @@ class ChannelService:
             return JSONResponse({"error": f"node unavailable: {exc}"}, status_code=503)
 
     def channel_info(self, channel_id: bytes) -> dict[str, Any]:
-        """What a payer asks before signing: ``{"price", "k", "cumulative", "status"}``
-        (``k = 0`` and status ``new`` before the first voucher)."""
+        """What a payer asks before signing: ``{"price", "k", "cumulative", "status", "pos",
+        "points_of_sale", "sync_interval"}`` (``k = 0`` and status ``new`` before the first
+        voucher), plus ``"unsynced"`` (why) while this point refuses ``pos-unsynced``."""
         stored = self.store.get(channel_id)
+        unsynced = self.gossip.unsynced() if self.gossip is not None else None
         pos = {"pos": self.pos.index, "points_of_sale": 1 + len(self.pos.peers),
                "sync_interval": self.pos.sync_interval if self.pos.peers else None}
+        if unsynced is not None:
+            pos["unsynced"] = unsynced  # the payer signs nothing for this point now
         if stored is None:
             return {"price": self.price, "k": 0, "cumulative": 0, "status": "new", **pos}
         return {"price": self.price, "k": stored.k, "cumulative": stored.cumulative,

@@ -234,6 +234,17 @@ class ChannelStore:
 
     # ---- outbox to peer points of sale ---------------------------------------------------
 
+    def enqueue(self, receipt: bytes, peers: tuple[bytes, ...]) -> None:
+        """Queue an encoded receipt for ``peers`` (8-byte ids) alone, synced: the refused
+        half of an equivocation, so that every point holds the proof."""
+        with self._lock:
+            with self._db.write_batch(sync=True) as batch:
+                for peer in peers:
+                    batch.put(_OUTBOX + peer + self._next_seq.to_bytes(8, "big"), receipt)
+            for peer in peers:
+                self._outbox_counts[peer] = self._outbox_counts.get(peer, 0) + 1
+            self._next_seq += 1
+
     def outbox_count(self, peer: bytes) -> int:
         """Receipts still queued for ``peer`` (8-byte id)."""
         return self._outbox_counts.get(peer, 0)

@@ -135,6 +135,12 @@ class Closer:
                 log.info("channel %s: %s not accepted now (%s); retrying next block",
                          cid.hex(), status, exc.reason)
                 return
+            if exc.reason == "unknown-channel":  # gone: another point's CHANNEL_CHEAT
+                self._store.set_status(cid, SETTLED, reason="left the chain before this "
+                                       f"point's {status} (another point's CHANNEL_CHEAT?)")
+                log.warning("channel %s: left the chain before this point's %s", cid.hex(),
+                            status)
+                return
             self._store.set_status(cid, FAILED, reason=exc.reason)
             log.warning("channel %s: %s rejected for good: %s", cid.hex(), status, exc.reason)
             return
