@@ -18,8 +18,9 @@ carry nonce 0 and are deterministic, so a resend is the same transaction.
 
 Several points of sale of one payee (``wallet.merchant.pos_gossip``): only point 0 sends
 CHANNEL_CLOSE (with the best voucher it knows, its own or learned from the others'
-receipts); the others stop accepting at the same round and mark the channel ``settled``
-once it has left the chain. Any point holding an equivocation sends CHANNEL_CHEAT with
+receipts); the others stop accepting one round earlier (``ChannelService.accept_margin``)
+and mark the channel ``settled`` once it has left the chain (also a point whose close or
+cheat finds the channel gone, ``unknown-channel``). Any point holding an equivocation sends CHANNEL_CHEAT with
 the two vouchers in a canonical order (lower cumulative first), so two points that both
 caught the payer send the very same transaction (same fee, ``merchant serve --fee``).
 """
