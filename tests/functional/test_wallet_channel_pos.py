@@ -34,6 +34,7 @@ BLOCKS, MARGIN, SYNC = 16, 2, 30  # channel life, close margin, sync interval (s
 GUIDANCE = ("--sync-interval", 10, "--mean-payment-interval", 1, "--price", 100,
             "--points-of-sale", 2)  # penalty 10 / 1 x 100 = 1000
 PENALTY = 1000
+PENALTY2 = SYNC * 100  # from --guidance-from: the points' own --sync-interval
 
 
 def _free_ports(n: int) -> list[int]:
@@ -98,13 +99,15 @@ def test_two_points_of_sale_receipts_close_and_cheat(nodes_factory, tmp_path,
     zero.start()
     one.start()
 
-    # -- two channels, the penalty from seed 003's guidance, explained
+    # -- two channels, the penalty from seed 003's guidance, explained; the second with
+    # T^ and the number of points read from a point of sale (30 s / 1 s x 100 units)
     opened = [run_while_mining(node, cust, processes, "channel", "open", "cust", "--payee",
-                               addr, "--deposit", f"{DEPOSIT}u", *GUIDANCE, "--blocks", BLOCKS)
-              for _ in range(2)]
+                               addr, "--deposit", f"{DEPOSIT}u", *guidance, "--blocks", BLOCKS)
+              for guidance in (GUIDANCE, ("--guidance-from", one.url, *GUIDANCE[2:6]))]
     (c1, c2), expiry = [o["channel_id"] for o in opened], opened[0]["expiry_height"]
-    assert [o["penalty"] for o in opened] == [PENALTY, PENALTY]
+    assert [o["penalty"] for o in opened] == [PENALTY, PENALTY2]
     assert "with 2 points of sale" in opened[0]["penalty_explanation"]
+    assert "T^ = 30 s" in opened[1]["penalty_explanation"]
     cheater = Wallet(tmp_path / "cheater", node.datadir)  # the payer's wallet, kept aside
     shutil.copytree(cust.wallet_dir, cheater.wallet_dir)
 
@@ -159,9 +162,9 @@ def test_two_points_of_sale_receipts_close_and_cheat(nodes_factory, tmp_path,
     wait_until(lambda: one.channel(c1).get("status") == "settled", timeout=30,
                description="channel 1 settled at point 1")
     assert zero.channel(c1)["cumulative"] == 650
-    assert shop.json("balance", "ma")["balance"] == 650 + DEPOSIT + PENALTY
+    assert shop.json("balance", "ma")["balance"] == 650 + DEPOSIT + PENALTY2
     assert cust.json("balance", "cust")["balance"] == (
-        PREMINE_AMOUNT - 2 * FEE - 650 - DEPOSIT - PENALTY)
+        PREMINE_AMOUNT - 2 * FEE - 650 - DEPOSIT - PENALTY2)
     shown = json.loads(shop.run("merchant", "status", "ma", "--point-of-sale", 1,
                                 "--json").stdout)
     assert {c["channel_id"]: c["status"] for c in shown["channels"]} == {

@@ -108,9 +108,14 @@ def channel() -> None:
               type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Mean seconds per payment (T~).")
 @click.option("--price", type=UNITS, default=None, help="Highest price of one payment (u2).")
-@click.option("--points-of-sale", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--points-of-sale", type=click.IntRange(min=1), default=None,
               help="Points of sale of the payee, for the guidance: the penalty covers what "
-                   "the N-1 others can hand out on a stale state.")
+                   "the N-1 others can hand out on a stale state.  [default: 2, or what "
+                   "--guidance-from says]")
+@click.option("--guidance-from", "guidance_from", metavar="URL", default=None,
+              help="A point of sale of the payee (`merchant serve --point-of-sale`): its "
+                   "sync interval and number of points of sale fill --sync-interval and "
+                   "--points-of-sale when not given.")
 @click.option("--blocks", type=click.IntRange(min=2), required=True,
               help="Lifetime: expiry_height = current round + N.")
 @click.option("--fee", type=UNITS, default=DEFAULT_TX_FEE, show_default=True,
@@ -118,19 +123,33 @@ def channel() -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the CHANNEL_OPEN is in a block.")
 @timeout_option
+@cacert_option
 @json_option
 @pass_wallet
 def channel_open(wallet: WalletContext, payer: str, payee: str, deposit: int,
                  penalty: int | None, pos_interval: float | None,
-                 seconds_per_payment: float | None, price: int | None, points_of_sale: int,
-                 blocks: int, fee: int, wait: bool, timeout: float, as_json: bool) -> None:
+                 seconds_per_payment: float | None, price: int | None,
+                 points_of_sale: int | None, guidance_from: str | None, blocks: int, fee: int,
+                 wait: bool, timeout: float, as_json: bool) -> None:
     """Open a channel from the wallet key PAYER to --payee (CHANNEL_OPEN, SPEC §16).
 
     Locks deposit + penalty until expiry_height; prints the channel id. Penalty guidance
     (seed 003): give --sync-interval, --mean-payment-interval and --price (and
     --points-of-sale) instead of --penalty and the penalty is
-    (points of sale - 1) x floor(T^ / T~ x u2), explained.
+    (points of sale - 1) x floor(T^ / T~ x u2), explained. --guidance-from URL reads T^
+    and the number of points of sale from one of the payee's points of sale.
     """
+    if guidance_from is not None:
+        advertised = _http(guidance_from, f"/v1/channels/{'00' * 32}", None,
+                           "read the point of sale's sync interval")
+        if pos_interval is None:
+            pos_interval = advertised.get("sync_interval")
+            if not isinstance(pos_interval, (int, float)) or isinstance(pos_interval, bool):
+                raise WalletError(f"{guidance_from} names no sync interval (a single point "
+                                  "of sale?); give --sync-interval")
+        if points_of_sale is None and isinstance(advertised.get("points_of_sale"), int):
+            points_of_sale = max(1, advertised["points_of_sale"])
+    points_of_sale = 2 if points_of_sale is None else points_of_sale
     guidance = (pos_interval, seconds_per_payment, price)
     explanation = None
     if any(v is not None for v in guidance):
@@ -206,7 +225,7 @@ def _http(url: str, path: str, body: bytes | None, what: str) -> dict[str, Any]:
     try:
         connections = HttpConnections(url.rstrip("/") + path, SEND_TIMEOUT)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
+        raise click.BadParameter(str(exc), param_hint="URL") from None
     try:
         if body is None:
             status, content = connections.request("GET")
