@@ -115,7 +115,7 @@ def test_parse_voucher_request_round_trip():
     v = voucher(3, 99)
     body = json.dumps({"channel_id": CID.hex(), "voucher": {"k": 3, "cumulative": 99,
                                                             "sig": v.sig.hex()}}).encode()
-    assert parse_voucher_request(body) == (CID, v)
+    assert parse_voucher_request(body) == (CID, v, None)
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"channel_id": "00"}',
@@ -140,7 +140,8 @@ def test_accepts_advancing_vouchers(store):
                                                "duplicate": False}
     assert submit(service, voucher(2, 25))["accepted"]
     assert service.channel_info(CID) == {"price": 10, "k": 2, "cumulative": 25,
-                                         "status": OPEN}
+                                         "status": OPEN, "pos": 0, "points_of_sale": 1,
+                                         "sync_interval": None}
     # the same voucher again (a lost answer) is acknowledged, nothing changes
     assert submit(service, voucher(1, 10))["duplicate"] is True
     assert store.get(CID).k == 2

@@ -482,7 +482,7 @@ def test_invalid_channel_open_penalty_and_guidance(run):
     assert both.exit_code == 2 and "either --penalty or the guidance" in both.output
     part = run("channel", "open", "cust", "--payee", encode_address(bytes(32)), "--deposit",
                "1", "--price", "3", "--blocks", "5", node=False)
-    assert part.exit_code == 2 and "needs all of --pos-interval" in part.output
+    assert part.exit_code == 2 and "needs all of --sync-interval" in part.output
     short = run("channel", "open", "cust", "--payee", encode_address(bytes(32)), "--deposit",
                 "1", "--blocks", "1", node=False)
     assert short.exit_code == 2 and "--blocks" in short.output

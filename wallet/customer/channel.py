@@ -3,12 +3,16 @@
 
 ``open`` sends CHANNEL_OPEN and records the channel in ``<wallet_dir>/channels.json``
 (``wallet.customer.channelbook``) before sending; ``channel_id = H(b"channel", txid)`` is
-known at once. With ``--pos-interval``, ``--seconds-per-payment`` and ``--price`` the
-penalty is seed 003's bound (``consensus.channel.compute_channel_penalty_guidance``).
+known at once. With ``--sync-interval``, ``--mean-payment-interval`` and ``--price``
+(and ``--points-of-sale``) the penalty is seed 003's bound
+(``consensus.channel.compute_channel_penalty_guidance``, ``compute_penalty_guidance``).
 
 ``pay`` binds voucher ``k + 1`` to the new cumulative durably, then signs it and posts it
 to the payee's ``POST {url}/v1/vouchers`` (wire form: ``voucher_request``). A voucher left
-unacknowledged by a crash or a lost answer is sent again, unchanged, first.
+unacknowledged by a crash or a lost answer is sent again, unchanged, first. Each accepted
+voucher is answered with a receipt signed by the payee's point of sale
+(``wallet.merchant.receipts``); the wallet verifies and keeps the latest and shows it to
+the point of sale it pays next, which may not have heard of the payments made elsewhere.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, POSITIVE_UNITS, UNIT
                                     TxRejected, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet, timeout_option)
 from wallet.customer.channelbook import ChannelBook, ChannelRecord
+from wallet.merchant.receipts import Receipt, ReceiptError, verify_receipt
 from wallet.tlsconfig import cacert_option
 
 CHANNEL_ID = HashType("channel id")
@@ -34,26 +39,52 @@ VOUCHER_PATH = "/v1/vouchers"
 SEND_TIMEOUT = 30.0  # seconds for one voucher POST
 
 
-def voucher_request(channel_id: bytes, voucher: Voucher) -> bytes:
+def voucher_request(channel_id: bytes, voucher: Voucher,
+                    receipt: dict | None = None) -> bytes:
     """The JSON body of ``POST /v1/vouchers``: ``{"channel_id": hex, "voucher":
-    {"k": int, "cumulative": int, "sig": hex(64 bytes)}}``."""
-    return json.dumps({"channel_id": channel_id.hex(),
-                       "voucher": {"k": voucher.k, "cumulative": voucher.cumulative,
-                                   "sig": voucher.sig.hex()}}).encode()
+    {"k": int, "cumulative": int, "sig": hex(64 bytes)}}``, plus ``"receipt"`` (the
+    payer's latest, ``Receipt.to_json`` form) when given."""
+    doc: dict[str, Any] = {"channel_id": channel_id.hex(),
+                           "voucher": {"k": voucher.k, "cumulative": voucher.cumulative,
+                                       "sig": voucher.sig.hex()}}
+    if receipt is not None:
+        doc["receipt"] = receipt
+    return json.dumps(doc).encode()
+
+
+def compute_penalty_guidance(interval: Fraction, per_payment: Fraction, price: int,
+                             points_of_sale: int, deposit: int) -> tuple[int, int]:
+    """``(per_point, penalty)`` in units: what one point of sale can hand out on a stale
+    state, seed 003's ``floor(T̂ / Ť · u₂)`` capped at the deposit (a point never accepts
+    more than the deposit), and the penalty ``(points_of_sale - 1) · per_point`` — what
+    all the other points can hand out before the state reaches them, so a proven cheat
+    (deposit + penalty to the payee) always covers it. With two points of sale it is seed
+    003's bound itself. Raises ``ValueError`` (``points_of_sale < 1``, bad times)."""
+    if points_of_sale < 1:
+        raise ValueError("points_of_sale must be >= 1")
+    per_point = min(compute_channel_penalty_guidance(interval, per_payment, price), deposit)
+    return per_point, (points_of_sale - 1) * per_point
 
 
 def penalty_explanation(interval: Fraction, per_payment: Fraction, price: int,
-                        penalty: int) -> str:
-    """Plain words for seed 003's penalty bound ``p <= T̂ / Ť · u₂`` (SPEC §16)."""
-    return (f"penalty {penalty} units = floor(T^ / T~ x u2) = floor({interval} s / "
-            f"{per_payment} s x {price} units): a point of sale works up to {interval} s "
-            f"on a stale state between synchronisations, taking one payment every "
-            f"{per_payment} s of at most {price} units, so a payer who spends the same "
-            f"voucher number at a second point of sale gains at most {penalty} units before "
-            f"it is caught (with N points of sale, up to N-1 times that). Seed 003 takes "
-            f"this as the largest penalty reasonable for an honest payer, who locks it for "
-            f"the channel's life; an equivocation proven with CHANNEL_CHEAT gives the payee "
-            f"deposit + penalty.")
+                        penalty: int, points_of_sale: int = 2,
+                        per_point: int | None = None) -> str:
+    """Plain words for seed 003's penalty bound ``p <= T̂ / Ť · u₂`` (SPEC §16) and the
+    penalty chosen from it (``compute_penalty_guidance``)."""
+    per_point = penalty if per_point is None else per_point
+    others = points_of_sale - 1
+    times = (f"{others} other point{'s' if others != 1 else ''} of sale x {per_point} = "
+             if others != 1 else "")
+    return (f"penalty {penalty} units = {times}floor(T^ / T~ x u2) = floor({interval} s / "
+            f"{per_payment} s x {price} units) (capped at the deposit): a point of sale "
+            f"works up to T^ = {interval} s (its sync interval) on a stale state, taking one "
+            f"payment every {per_payment} s of at most {price} units, so a payer who spends "
+            f"the same voucher number at another point of sale gains at most {per_point} "
+            f"units there before it is caught; with {points_of_sale} points of sale, "
+            f"{others} x that. Seed 003 takes T^ / T~ x u2 as the largest penalty reasonable "
+            f"for an honest payer, who locks it for the channel's life; an equivocation "
+            f"proven with CHANNEL_CHEAT gives the payee deposit + penalty, so cheating "
+            f"never pays.")
 
 
 @click.group()
@@ -68,12 +99,23 @@ def channel() -> None:
               help="Most the channel can pay (MCASH, or units with a 'u' suffix).")
 @click.option("--penalty", type=UNITS, default=None,
               help="UNITS the payer loses on a proven equivocation; default 0 (Spilman), or "
-                   "the guidance from the three options below.")
-@click.option("--pos-interval", type=click.FloatRange(min=0), default=None,
-              help="Seconds a point of sale works between synchronisations (T^).")
-@click.option("--seconds-per-payment", type=click.FloatRange(min=0, min_open=True),
-              default=None, help="Mean seconds per payment (T~).")
+                   "the guidance from the options below.")
+@click.option("--sync-interval", "--pos-interval", "pos_interval",
+              type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Seconds a point of sale works between synchronisations (T^; the "
+                   "payee's `merchant serve --sync-interval`).")
+@click.option("--mean-payment-interval", "--seconds-per-payment", "seconds_per_payment",
+              type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Mean seconds per payment (T~).")
 @click.option("--price", type=UNITS, default=None, help="Highest price of one payment (u2).")
+@click.option("--points-of-sale", type=click.IntRange(min=1), default=None,
+              help="Points of sale of the payee, for the guidance: the penalty covers what "
+                   "the N-1 others can hand out on a stale state.  [default: 2, or what "
+                   "--guidance-from says]")
+@click.option("--guidance-from", "guidance_from", metavar="URL", default=None,
+              help="A point of sale of the payee (`merchant serve --point-of-sale`): its "
+                   "sync interval and number of points of sale fill --sync-interval and "
+                   "--points-of-sale when not given.")
 @click.option("--blocks", type=click.IntRange(min=2), required=True,
               help="Lifetime: expiry_height = current round + N.")
 @click.option("--fee", type=UNITS, default=DEFAULT_TX_FEE, show_default=True,
@@ -81,30 +123,47 @@ def channel() -> None:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the CHANNEL_OPEN is in a block.")
 @timeout_option
+@cacert_option
 @json_option
 @pass_wallet
 def channel_open(wallet: WalletContext, payer: str, payee: str, deposit: int,
                  penalty: int | None, pos_interval: float | None,
-                 seconds_per_payment: float | None, price: int | None, blocks: int, fee: int,
+                 seconds_per_payment: float | None, price: int | None,
+                 points_of_sale: int | None, guidance_from: str | None, blocks: int, fee: int,
                  wait: bool, timeout: float, as_json: bool) -> None:
     """Open a channel from the wallet key PAYER to --payee (CHANNEL_OPEN, SPEC §16).
 
     Locks deposit + penalty until expiry_height; prints the channel id. Penalty guidance
-    (seed 003): give --pos-interval, --seconds-per-payment and --price instead of
-    --penalty and the penalty is floor(T^ / T~ x u2), explained.
+    (seed 003): give --sync-interval, --mean-payment-interval and --price (and
+    --points-of-sale) instead of --penalty and the penalty is
+    (points of sale - 1) x floor(T^ / T~ x u2), explained. --guidance-from URL reads T^
+    and the number of points of sale from one of the payee's points of sale.
     """
+    if guidance_from is not None:
+        advertised = _http(guidance_from, f"/v1/channels/{'00' * 32}", None,
+                           "read the point of sale's sync interval")
+        if pos_interval is None:
+            pos_interval = advertised.get("sync_interval")
+            if not isinstance(pos_interval, (int, float)) or isinstance(pos_interval, bool):
+                raise WalletError(f"{guidance_from} names no sync interval (a single point "
+                                  "of sale?); give --sync-interval")
+        if points_of_sale is None and isinstance(advertised.get("points_of_sale"), int):
+            points_of_sale = max(1, advertised["points_of_sale"])
+    points_of_sale = 2 if points_of_sale is None else points_of_sale
     guidance = (pos_interval, seconds_per_payment, price)
     explanation = None
     if any(v is not None for v in guidance):
         if penalty is not None:
             raise click.UsageError("give either --penalty or the guidance options "
-                                   "(--pos-interval, --seconds-per-payment, --price)")
+                                   "(--sync-interval, --mean-payment-interval, --price)")
         if any(v is None for v in guidance):
-            raise click.UsageError("penalty guidance needs all of --pos-interval, "
-                                   "--seconds-per-payment and --price")
+            raise click.UsageError("penalty guidance needs all of --sync-interval, "
+                                   "--mean-payment-interval and --price")
         interval, per_payment = Fraction(str(pos_interval)), Fraction(str(seconds_per_payment))
-        penalty = compute_channel_penalty_guidance(interval, per_payment, price)
-        explanation = penalty_explanation(interval, per_payment, price, penalty)
+        per_point, penalty = compute_penalty_guidance(interval, per_payment, price,
+                                                      points_of_sale, max(deposit, 0))
+        explanation = penalty_explanation(interval, per_payment, price, penalty,
+                                          points_of_sale, per_point)
     penalty = penalty or 0
     if deposit <= 0:
         raise click.BadParameter("must be positive", param_hint="--deposit")
@@ -166,7 +225,7 @@ def _http(url: str, path: str, body: bytes | None, what: str) -> dict[str, Any]:
     try:
         connections = HttpConnections(url.rstrip("/") + path, SEND_TIMEOUT)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
+        raise click.BadParameter(str(exc), param_hint="URL") from None
     try:
         if body is None:
             status, content = connections.request("GET")
@@ -188,21 +247,44 @@ def _http(url: str, path: str, body: bytes | None, what: str) -> dict[str, Any]:
     return reply
 
 
+def _checked_receipt(record: ChannelRecord, reply: dict[str, Any]) -> dict | None:
+    """The receipt of ``reply`` (JSON form) if it is the payee's for the record's voucher
+    ``k``, else None (an older payee gives none; a wrong one is not kept)."""
+    data = reply.get("receipt")
+    if data is None:
+        return None
+    try:
+        receipt = Receipt.from_json(data)
+    except ReceiptError:
+        return None
+    if (receipt.channel_id.hex(), receipt.k, receipt.cumulative) != (
+            record.channel_id, record.k, record.cumulative):
+        return None
+    if verify_receipt(bytes.fromhex(record.payee), bytes.fromhex(record.payer),
+                      bytes.fromhex(record.genesis_hash), receipt) is not None:
+        return None
+    return receipt.to_json()
+
+
 def _deliver(wallet: WalletContext, book: ChannelBook, record: ChannelRecord,
              url: str) -> dict[str, Any]:
-    """Sign the record's voucher ``k`` (same bytes every time) and post it."""
+    """Sign the record's voucher ``k`` (same bytes every time) and post it, with the
+    latest receipt held (so a point of sale that has not heard of it learns the state)."""
     seed = wallet.load_seed(record.payer_key)
     channel_id = bytes.fromhex(record.channel_id)
     voucher = sign_voucher(seed, bytes.fromhex(record.genesis_hash), channel_id, record.k,
                            record.cumulative)
-    reply = _http(url, VOUCHER_PATH, voucher_request(channel_id, voucher),
+    reply = _http(url, VOUCHER_PATH, voucher_request(channel_id, voucher, record.receipt),
                   f"deliver voucher {record.k} (it is recorded; the next `channel pay` "
                   "sends it again first)")
     if reply.get("accepted") is True:
-        book.acknowledge(record.channel_id, record.k, url)
+        receipt = _checked_receipt(record, reply)
+        book.acknowledge(record.channel_id, record.k, url, receipt)
+        reply["receipt_kept"] = receipt is not None
     else:
         raise WalletError(f"payee refused voucher {record.k} (cumulative "
-                          f"{record.cumulative}): {reply.get('reason')}")
+                          f"{record.cumulative}): {reply.get('reason')}"
+                          + (f" ({reply['detail']})" if reply.get("detail") else ""))
     return reply
 
 
@@ -222,7 +304,10 @@ def channel_pay(wallet: WalletContext, payer: str, channel_id: str, amount: int,
     First reads the payee's state (GET /v1/channels/ID: its price, last voucher). Then
     (k+1, cumulative) is recorded durably before the voucher is signed, so no voucher
     number is ever signed for two totals. An earlier voucher the payee never
-    acknowledged is sent again, unchanged, first. Needs no node.
+    acknowledged is sent again, unchanged, first. --to may be any point of sale of the
+    payee: the latest receipt (signed by the point of sale that took the last voucher)
+    goes with the voucher, so the point of sale knows the cumulative so far. Needs no
+    node.
     """
     book = ChannelBook(wallet.wallet_dir)
     record = book.get(channel_id)
@@ -234,15 +319,23 @@ def channel_pay(wallet: WalletContext, payer: str, channel_id: str, amount: int,
     resent = None
     info = _http(url, f"/v1/channels/{channel_id}", None, "read the payee's channel state")
     if record.k > record.acked_k:
-        if (info.get("k"), info.get("cumulative")) == (record.k, record.cumulative):
-            book.acknowledge(channel_id, record.k, url)  # it arrived; the answer was lost
-        else:
-            _deliver(wallet, book, record, url)
-            resent = record.k
-            info = {**info, "k": record.k, "status": "open"}
-    if info.get("status") not in ("new", "open") or info.get("k") != record.k:
+        # not known to be acknowledged: the same voucher again (a duplicate where it
+        # arrived, with a receipt either way)
+        _deliver(wallet, book, record, url)
+        resent = record.k
+        info = {**info, "k": record.k, "cumulative": record.cumulative, "status": "open"}
+        record = book.get(channel_id)
+    held = record.receipt or {}
+    known_here = info.get("k") == record.k or (
+        isinstance(info.get("k"), int) and info["k"] < record.k
+        and held.get("k") == record.k and held.get("cumulative") == record.cumulative)
+    if info.get("unsynced"):
+        raise WalletError(f"this point of sale is out of sync with the payee's others "
+                          f"({info['unsynced']}); pay at another one: nothing signed")
+    if info.get("status") not in ("new", "open") or not known_here:
         raise WalletError(f"payee's state of channel {channel_id} is {info}; this wallet's "
-                          f"is voucher {record.k} = {record.cumulative} units: nothing signed")
+                          f"is voucher {record.k} = {record.cumulative} units"
+                          + ("" if held else " (no receipt to show)") + ": nothing signed")
     price = info.get("price")
     if isinstance(price, int) and amount < price:
         raise WalletError(f"--amount {amount} is below the payee's price of {price} units "
@@ -251,7 +344,8 @@ def channel_pay(wallet: WalletContext, payer: str, channel_id: str, amount: int,
     reply = _deliver(wallet, book, record, url)
     result = {"channel_id": channel_id, "k": record.k, "cumulative": record.cumulative,
               "amount": amount, "deposit": record.deposit, "resent_k": resent,
-              "accepted": True, "duplicate": bool(reply.get("duplicate"))}
+              "accepted": True, "duplicate": bool(reply.get("duplicate")),
+              "receipt": book.get(channel_id).receipt if reply["receipt_kept"] else None}
     if as_json:
         echo_json(result)
         return

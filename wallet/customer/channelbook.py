@@ -59,6 +59,7 @@ class ChannelRecord:
     cumulative: int = 0  # its cumulative
     acked_k: int = 0  # last voucher number the payee acknowledged
     url: str = ""  # payee service the last voucher went to
+    receipt: dict | None = None  # the latest receipt (wallet.merchant.receipts, JSON form)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -163,9 +164,16 @@ class ChannelBook:
             doc["channels"][channel_id] = record.to_json()
         return record
 
-    def acknowledge(self, channel_id: str, k: int, url: str) -> None:
-        """Note that the payee at ``url`` acknowledged voucher ``k``."""
+    def acknowledge(self, channel_id: str, k: int, url: str,
+                    receipt: dict | None = None) -> None:
+        """Note that the payee at ``url`` acknowledged voucher ``k``, with its point of
+        sale's ``receipt`` (JSON form, already verified) when it gave one."""
         with self._transaction() as doc:
             data = doc["channels"].get(channel_id)
-            if data is not None and data.get("acked_k", 0) < k:
+            if data is None:
+                return
+            if data.get("acked_k", 0) < k:
                 data["acked_k"], data["url"] = k, url
+            held = data.get("receipt")
+            if receipt is not None and (held is None or held.get("k", 0) <= k):
+                data["receipt"] = receipt

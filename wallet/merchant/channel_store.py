@@ -11,13 +11,18 @@ Layout (integers big-endian; values msgpack):
 | ``C`` channel_id(32) | ``[payer, deposit, penalty, expiry_height, k, cumulative, sig, status, txid or None, sent_height, reason]`` |
 | ``H`` channel_id k(8) | ``[cumulative, sig]`` — every voucher accepted (finds an equivocation at any earlier ``k``) |
 | ``Q`` channel_id | ``[voucher_a, voucher_b]`` (encoded vouchers) — a proven equivocation |
+| ``O`` peer_id(8) seq(8) | an encoded receipt (``wallet.merchant.receipts``) still to be pushed to that peer point of sale |
 
 Statuses: ``open`` (accepting), ``closing`` / ``cheating`` (a CHANNEL_CLOSE / CHANNEL_CHEAT
 recorded before it was sent, in flight), ``closed`` / ``cheated`` (confirmed), ``expired``
-(gone from the chain unclosed), ``failed`` (a rejection retrying cannot fix; ``reason``).
+(gone from the chain unclosed), ``failed`` (a rejection retrying cannot fix; ``reason``),
+``settled`` (a point of sale other than 0, which never sends CHANNEL_CLOSE: the channel
+left the chain after its acceptance stopped).
 
-A later multi-point-of-sale step adds receipts beside ``H`` (another prefix), keyed the
-same way: the record of a channel is the state all points of sale agree on.
+Several points of sale (docs/DESIGN.md "Several points of sale of one payee"): a voucher
+this point accepted is written in the same batch as one outbox entry (``O``) per peer, so
+nothing acknowledged is lost to the peers either; ``learn`` takes a voucher another point
+accepted (from a receipt) into the history, where it meets every voucher accepted here.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ from consensus.channel import ChannelState, Voucher
 
 OPEN, CLOSING, CHEATING = "open", "closing", "cheating"
 CLOSED, CHEATED, EXPIRED, FAILED = "closed", "cheated", "expired", "failed"
+SETTLED = "settled"
 LIVE_STATUSES = frozenset((OPEN, CLOSING, CHEATING))
-STATUSES = (OPEN, CLOSING, CHEATING, CLOSED, CHEATED, EXPIRED, FAILED)
+STATUSES = (OPEN, CLOSING, CHEATING, CLOSED, CHEATED, EXPIRED, FAILED, SETTLED)
+KNOWN, NEW, EQUIVOCATION = "known", "new", "equivocation"  # what ``learn`` found
 
-_CHANNEL, _HISTORY, _PROOF = b"C", b"H", b"Q"
+_CHANNEL, _HISTORY, _PROOF, _OUTBOX = b"C", b"H", b"Q", b"O"
 
 
 def _pack(obj: object) -> bytes:
@@ -103,6 +110,12 @@ class ChannelStore:
         except (plyvel.IOError, plyvel.Error) as exc:
             raise ChannelStoreError(f"cannot open channel store {path}: {exc}") from None
         self._lock = threading.Lock()
+        self._outbox_counts: dict[bytes, int] = {}
+        self._next_seq = 0
+        for key in self._db.iterator(prefix=_OUTBOX, include_value=False):
+            peer = key[1:9]
+            self._outbox_counts[peer] = self._outbox_counts.get(peer, 0) + 1
+            self._next_seq = max(self._next_seq, int.from_bytes(key[9:17], "big") + 1)
 
     def close(self) -> None:
         """Close the database."""
@@ -156,9 +169,11 @@ class ChannelStore:
 
     # ---- writes (each one synced batch) ------------------------------------------------
 
-    def accept(self, channel_id: bytes, channel: ChannelState, voucher: Voucher) -> StoredChannel:
+    def accept(self, channel_id: bytes, channel: ChannelState, voucher: Voucher, *,
+               receipt: bytes = b"", peers: tuple[bytes, ...] = ()) -> StoredChannel:
         """Record ``voucher`` as the best one of ``channel_id`` (the caller checked it with
-        ``verify_voucher_for_payee``), synced before returning."""
+        ``verify_voucher_for_payee``), synced before returning. With ``peers`` (8-byte peer
+        ids) the encoded ``receipt`` is queued for each of them in the same batch."""
         with self._lock:
             old = self.get(channel_id)
             if old is None:
@@ -172,7 +187,84 @@ class ChannelStore:
                 batch.put(_CHANNEL + channel_id, record._value())
                 batch.put(_HISTORY + channel_id + voucher.k.to_bytes(8, "big"),
                           _pack([voucher.cumulative, voucher.sig]))
+                for peer in peers:
+                    batch.put(_OUTBOX + peer + self._next_seq.to_bytes(8, "big"), receipt)
+            for peer in peers:
+                self._outbox_counts[peer] = self._outbox_counts.get(peer, 0) + 1
+            self._next_seq += 1
         return record
+
+    def learn(self, channel_id: bytes, channel: ChannelState, voucher: Voucher) -> str:
+        """Take in a voucher another point of sale accepted (its receipt was verified by
+        the caller: payee's receipt signature, payer's voucher signature), synced.
+
+        Returns ``KNOWN`` (voucher ``k`` already held with this cumulative: nothing
+        written), ``EQUIVOCATION`` (held with another cumulative: both kept as the proof,
+        if none was kept yet) or ``NEW`` (added to the history; it becomes the best
+        voucher when its ``k`` is above the best one's, so the next voucher accepted here
+        is ``k + 1`` with at least its cumulative plus the price).
+        """
+        with self._lock:
+            hkey = _HISTORY + channel_id + voucher.k.to_bytes(8, "big")
+            raw = self._db.get(hkey)
+            if raw is not None:
+                cumulative, sig = _unpack(raw)
+                if cumulative == voucher.cumulative:
+                    return KNOWN
+                if self._db.get(_PROOF + channel_id) is None:
+                    self._db.put(_PROOF + channel_id, _pack(
+                        [Voucher(voucher.k, cumulative, sig).encode(), voucher.encode()]),
+                        sync=True)
+                return EQUIVOCATION
+            old = self.get(channel_id)
+            if old is None:
+                record = StoredChannel(channel_id, channel.payer, channel.deposit,
+                                       channel.penalty, channel.expiry_height, voucher.k,
+                                       voucher.cumulative, voucher.sig, OPEN, None, 0, "")
+            elif voucher.k > old.k:
+                record = replace(old, k=voucher.k, cumulative=voucher.cumulative,
+                                 sig=voucher.sig)
+            else:
+                record = old
+            with self._db.write_batch(sync=True) as batch:
+                if record is not old:
+                    batch.put(_CHANNEL + channel_id, record._value())
+                batch.put(hkey, _pack([voucher.cumulative, voucher.sig]))
+            return NEW
+
+    # ---- outbox to peer points of sale ---------------------------------------------------
+
+    def enqueue(self, receipt: bytes, peers: tuple[bytes, ...]) -> None:
+        """Queue an encoded receipt for ``peers`` (8-byte ids) alone, synced: the refused
+        half of an equivocation, so that every point holds the proof."""
+        with self._lock:
+            with self._db.write_batch(sync=True) as batch:
+                for peer in peers:
+                    batch.put(_OUTBOX + peer + self._next_seq.to_bytes(8, "big"), receipt)
+            for peer in peers:
+                self._outbox_counts[peer] = self._outbox_counts.get(peer, 0) + 1
+            self._next_seq += 1
+
+    def outbox_count(self, peer: bytes) -> int:
+        """Receipts still queued for ``peer`` (8-byte id)."""
+        return self._outbox_counts.get(peer, 0)
+
+    def outbox(self, peer: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` ``(key, encoded receipt)`` queued for ``peer``, oldest first."""
+        out = []
+        for key, value in self._db.iterator(prefix=_OUTBOX + peer):
+            out.append((key, value))
+            if len(out) >= limit:
+                break
+        return out
+
+    def outbox_done(self, peer: bytes, keys: list[bytes]) -> None:
+        """Drop entries ``peer`` has acknowledged (keys from ``outbox``), synced."""
+        with self._lock:
+            with self._db.write_batch(sync=True) as batch:
+                for key in keys:
+                    batch.delete(key)
+            self._outbox_counts[peer] = max(0, self._outbox_counts.get(peer, 0) - len(keys))
 
     def add_proof(self, channel_id: bytes, voucher_a: Voucher, voucher_b: Voucher) -> bool:
         """Keep an equivocation (both signatures checked by the caller); True if new."""

@@ -15,6 +15,14 @@ A trio task beside the voucher service. On every new best height ``t`` (current 
 The transaction is recorded (status and txid) *before* it is sent, under the service's
 lock so no voucher is accepted after the close was built. CHANNEL_CLOSE and CHANNEL_CHEAT
 carry nonce 0 and are deterministic, so a resend is the same transaction.
+
+Several points of sale of one payee (``wallet.merchant.pos_gossip``): only point 0 sends
+CHANNEL_CLOSE (with the best voucher it knows, its own or learned from the others'
+receipts); the others stop accepting one round earlier (``ChannelService.accept_margin``)
+and mark the channel ``settled`` once it has left the chain (also a point whose close or
+cheat finds the channel gone, ``unknown-channel``). Any point holding an equivocation sends CHANNEL_CHEAT with
+the two vouchers in a canonical order (lower cumulative first), so two points that both
+caught the payer send the very same transaction (same fee, ``merchant serve --fee``).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from consensus.tx import make_channel_cheat, make_channel_close
 from wallet.merchant.chainview import ChainView, NodeError, NodeRejected
 from wallet.merchant.channel_service import ChannelService
 from wallet.merchant.channel_store import (CHEATED, CHEATING, CLOSED, CLOSING, EXPIRED, FAILED,
-                                           OPEN, StoredChannel)
+                                           OPEN, SETTLED, StoredChannel)
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +62,23 @@ class Closer:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Poll the best height; ``step`` on each new one, and at once when the service
-        kept a new equivocation (retried after node errors)."""
-        task_status.started()
-        done: tuple[int, int] | None = None
-        while True:
-            try:
-                t = await self._view.height()
-                now = (t, self._service.proofs)
-                if now != done:
-                    await self.step(t)
-                    done = now
-            except NodeError as exc:
-                log.warning("closer: node unavailable, retrying: %s", exc)
-            await trio.sleep(self._poll_interval)
+        kept a new equivocation (retried after node errors). Runs the service's gossip
+        with the peer points of sale beside it, if it has peers."""
+        async with trio.open_nursery() as nursery:
+            if self._service.gossip is not None:
+                await nursery.start(self._service.gossip.run)
+            task_status.started()
+            done: tuple[int, int] | None = None
+            while True:
+                try:
+                    t = await self._view.height()
+                    now = (t, self._service.proofs)
+                    if now != done:
+                        await self.step(t)
+                        done = now
+                except NodeError as exc:
+                    log.warning("closer: node unavailable, retrying: %s", exc)
+                await trio.sleep(self._poll_interval)
 
     async def step(self, t: int) -> None:
         """One pass over the live channels at best height ``t`` (module docstring)."""
@@ -80,15 +92,24 @@ class Closer:
 
     async def _maybe_send(self, record: StoredChannel, t: int) -> None:
         deadline = compute_close_deadline(record)
+        due = (t + 1 >= deadline - self._service.close_margin
+               or record.cumulative >= record.deposit)
         if self._store.proof(record.channel_id) is not None:
             await self._send(record, CHEATING, t)
-        elif t + 1 >= deadline - self._service.close_margin or record.cumulative >= record.deposit:
+        elif due and self._service.pos.closes:
             await self._send(record, CLOSING, t)
+        elif t + 1 >= deadline - self._service.close_margin:  # a point that does not close
+            if await self._view.channel(record.channel_id) is None:
+                self._store.set_status(record.channel_id, SETTLED,
+                                       reason="left the chain (point of sale 0 closes)")
+                log.info("channel %s settled (closed by point of sale 0, cheated or "
+                         "refunded)", record.channel_id.hex())
 
     def _build(self, record: StoredChannel, status: str):
         genesis = self._view.genesis_hash
         if status == CHEATING:
-            voucher_a, voucher_b = self._store.proof(record.channel_id)
+            voucher_a, voucher_b = sorted(self._store.proof(record.channel_id),
+                                          key=lambda v: (v.cumulative, v.sig))
             return make_channel_cheat(self._seed, genesis, self._fee, record.channel_id,
                                       voucher_a, voucher_b)
         return make_channel_close(self._seed, genesis, self._fee, record.channel_id,
@@ -114,6 +135,12 @@ class Closer:
             if exc.reason in TRANSIENT_REASONS or await self._view.transaction_status(txid):
                 log.info("channel %s: %s not accepted now (%s); retrying next block",
                          cid.hex(), status, exc.reason)
+                return
+            if exc.reason == "unknown-channel":  # gone: another point's CHANNEL_CHEAT
+                self._store.set_status(cid, SETTLED, reason="left the chain before this "
+                                       f"point's {status} (another point's CHANNEL_CHEAT?)")
+                log.warning("channel %s: left the chain before this point's %s", cid.hex(),
+                            status)
                 return
             self._store.set_status(cid, FAILED, reason=exc.reason)
             log.warning("channel %s: %s rejected for good: %s", cid.hex(), status, exc.reason)

@@ -24,6 +24,7 @@ import click
 from wallet.commands.common import (UNITS, WalletContext, WalletError, address_text,
                                     echo_json, json_option, pass_wallet, progress)
 from wallet.httpclient import HttpConnections
+from wallet.merchant.pos_options import pos_dir, pos_options
 from wallet.merchant.terms import terms_options
 from wallet.tlsconfig import cacert_option, tls_server_options
 from wallet.rpcclient import RpcConnectionError, RpcError
@@ -110,12 +111,13 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
                    "duplicate or out-of-range ticket is known.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
+@pos_options
 @terms_options
 @tls_server_options
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
                    workers: int, channel_price: int, close_margin: int, cheat_watch: bool,
-                   log_level: str, terms: Any, tls: Any) -> None:
+                   log_level: str, pos: Any, terms: Any, tls: Any) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
     Serves POST /v1/tickets and GET /v1/status (SPEC §13) and, beside it, claims every
@@ -125,7 +127,9 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     before its deadline and proves an equivocating payer with CHANNEL_CHEAT. Publishes
     its terms (--price, --min-p ... --min-penalty-margin) at GET /v1/terms and refuses
     tickets of escrows outside them (terms-not-met); with --tls-cert/--tls-key it serves
-    HTTPS. Needs the node (--datadir). Runs until Ctrl-C or SIGTERM.
+    HTTPS. With --point-of-sale N it is one of several points of sale of NAME (own
+    stores in merchants/NAME/pos-N), pushing signed receipts to each --peer-pos; only
+    point 0 closes channels. Needs the node (--datadir). Runs until Ctrl-C or SIGTERM.
 
     With --cheat-watch (the default) it also announces every accepted ticket to the other
     merchants of its escrow through the node network and sends a CHEAT_PROOF on its own
@@ -138,7 +142,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     from wallet.merchant.channel_store import ChannelStoreError
     from wallet.merchant.ticketstore import StoreError
 
-    directory = merchant_dir(wallet, name)
+    directory = pos_dir(merchant_dir(wallet, name), pos)
     pubkey = wallet.key_address(name)
     seed = wallet.load_seed(name)
     rpc = wallet.rpc()
@@ -153,7 +157,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
                  service_file, name, listening,
                  {"channel_store_dir": directory / "channels", "channel_price": channel_price,
                   "close_margin": close_margin, "cheat_watch": cheat_watch, "terms": terms,
-                  "tls": tls})
+                  "tls": tls, "pos": pos})
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
         for leaf in leaves:
@@ -259,10 +263,13 @@ def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
 
 @merchant.command("status")
 @click.argument("name")
+@click.option("--point-of-sale", "point_of_sale", type=click.IntRange(0, 255), default=None,
+              metavar="N", help="Point of sale N of NAME (merchants/NAME/pos-N).")
 @json_option
 @cacert_option
 @pass_wallet
-def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
+def merchant_status(wallet: WalletContext, name: str, point_of_sale: int | None,
+                    as_json: bool) -> None:
     """Held / winning / redeemed / expired ticket counts per escrow of merchant NAME,
     and its payment channels (best voucher, status).
 
@@ -271,6 +278,8 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
     the node (--datadir) or from what this wallet saw before, '?' if neither knows.
     """
     directory = merchant_dir(wallet, name)
+    if point_of_sale is not None:
+        directory = directory / f"pos-{point_of_sale}"
     asked = _ask_service(directory / "service.json")
     if asked is not None:
         counts, source = asked

@@ -48,6 +48,7 @@ from wallet.merchant.channel_service import DEFAULT_CLOSE_MARGIN, ChannelService
 from wallet.merchant.channel_store import ChannelStore
 from wallet.merchant.cheatwatch import CheatWatch
 from wallet.merchant.closer import Closer
+from wallet.merchant.pos_gossip import PosConfig
 from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
 from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
@@ -538,6 +539,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                        channel_store_dir: Path | str | None = None, channel_price: int = 0,
                        close_margin: int = DEFAULT_CLOSE_MARGIN, cheat_watch: bool = True,
                        terms: MerchantTerms | None = None, tls: ServerTls | None = None,
+                       pos: PosConfig | None = None,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
     with ``channel_store_dir`` the voucher service + closer (SPEC §16).
@@ -550,7 +552,8 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     each CHANNEL_CLOSE / CHANNEL_CHEAT. ``terms`` are published at ``GET /v1/terms`` and
     enforced (``terms-not-met``); ``tls`` serves HTTPS (docs/DESIGN.md). ``cheat_watch``
     runs the automatic cheat proofs and the duplicate watch between merchants
-    (``wallet.merchant.cheatwatch``; ``fee`` paid by each CHEAT_PROOF).
+    (``wallet.merchant.cheatwatch``; ``fee`` paid by each CHEAT_PROOF). ``pos`` makes
+    this one point of sale of several (``wallet.merchant.pos_gossip``).
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -565,7 +568,8 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
         if channel_store_dir is not None:
             channel_store = stack.enter_context(ChannelStore(channel_store_dir))
             channels = ChannelService(merchant_pubkey, channel_store, view,
-                                      price=channel_price, close_margin=close_margin)
+                                      price=channel_price, close_margin=close_margin,
+                                      payee_seed=merchant_seed, pos=pos)
             closer = Closer(merchant_seed, channels, view, fee=fee)
         await trio.to_thread.run_sync(verifier.start)
         try:
