@@ -113,8 +113,9 @@ class ChannelService:
             return _refused("wrong-payee")
         async with self.lock:
             stored = self.store.get(channel_id)
-            if stored is not None and stored.status != OPEN:
-                return _refused("channel-closing")
+            closing = stored is not None and stored.status != OPEN
+            if closing and not 1 <= voucher.k <= stored.k:
+                return _refused("channel-closing")  # an earlier k may still prove cheating
             last_k, last_cum = (0, 0) if stored is None else (stored.k, stored.cumulative)
             genesis = self._view.genesis_hash
             if 1 <= voucher.k <= last_k:
@@ -133,6 +134,8 @@ class ChannelService:
                                     channel_id.hex(), voucher.k, earlier.cumulative,
                                     voucher.cumulative)
                     return _refused("equivocation")
+            if closing:
+                return _refused("channel-closing")
             try:
                 verify_voucher_for_payee(genesis, channel_id, channel, voucher, last_k, last_cum,
                                          self.price, t + 1, self.close_margin)
