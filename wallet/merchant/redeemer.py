@@ -19,8 +19,9 @@ Fees (``wallet.merchant.feeplan``): each REDEEM's fee comes from the node's
 ``estimatefee`` for a target of the blocks left, never below ``fee`` nor above its payout
 minus one unit; tickets that missed a block (a REDEEM still unmined, evicted, or refused
 as ``mempool-full``) are offered at least twice the last fee and the deadline floor. A
-REDEEM still in the pool a block later is *replaced* by one of the same tickets at the
-raised fee (the node's replace-by-fee rule, ``node.replacement``).
+REDEEM still in the pool ``MISSED_AFTER`` blocks after its send (or when only one block
+of the window is left) is *replaced* by one of the same tickets at the raised fee (the
+node's replace-by-fee rule, ``node.replacement``).
 
 A REDEEM is recorded in the store *before* it is sent, so a crash never loses track of
 one. A rejected REDEEM is all-or-nothing (SPEC §7): ``ticket-already-redeemed`` is
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FEE = 0  # least units per REDEEM, paid out of the payout (SPEC §2 rule 5)
 MAX_FEE_TARGET = 1_008  # estimatefee's largest target
+# Blocks after its send at which a REDEEM still in the pool counts as having missed one:
+# the first block's template may have been built before the REDEEM arrived.
+MISSED_AFTER = 2
 POLL_INTERVAL = 0.5  # seconds between best-height polls when the view cannot wait
 WAIT_SECONDS = 10.0  # longest single wait for a new block
 
@@ -228,7 +232,8 @@ class Redeemer:
                 self._store.finish_redeem(txid, [(eid, x.seqno, REDEEMED, "") for x in tickets])
                 log.info("redeem %s confirmed at %d: %d tickets redeemed",
                          txid.hex(), status[1], len(tickets))
-        elif t + 1 <= grp.t_expire and t > pending.sent_height:  # missed a block: raise
+        elif t + 1 <= grp.t_expire and (t >= pending.sent_height + MISSED_AFTER
+                                         or t + 1 == grp.t_expire):  # missed: raise
             await self._replace(pending, tickets, grp, t)
         elif t >= grp.t_expire:  # still in the mempool, and no next block may include it
             paid = await self._paid(eid, tickets)
