@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import trio
 
 import math
+from dataclasses import replace
 
 from consensus.keys import public_key
 from consensus.ticket import Ticket
@@ -262,8 +263,8 @@ class Redeemer:
         tickets = [Ticket.decode(x.ticket) for x in batch]
         tx = await self._build(tickets, grp, t, self._missed_fee(grp, t, tickets))
         txid = tx.txid()
-        self._store.attach_redeem(
-            PendingRedeem(txid, eid, grp.group, tuple(x.seqno for x in batch), t, tx.fee))
+        pending = PendingRedeem(txid, eid, grp.group, tuple(x.seqno for x in batch), t, tx.fee)
+        self._store.attach_redeem(pending)
         try:
             await self._view.send_raw_transaction(tx.encode())
         except NodeRejected as exc:
@@ -272,8 +273,16 @@ class Redeemer:
             self._store.finish_redeem(txid)
             await self._rejected(batch, exc.reason, grp, t)
             return
+        await self._note_arrival(pending)
         log.info("redeem %s sent: %d tickets of escrow %s group %d, fee %d",
                  txid.hex(), len(batch), eid.hex(), grp.group, tx.fee)
+
+    async def _note_arrival(self, pending: PendingRedeem) -> None:
+        """Move ``pending.sent_height`` to the best height once the node took it, if a
+        block came meanwhile: blocks before its arrival are no miss (``MISSED_AFTER``)."""
+        now = await self._view.height(fresh=True)
+        if now > pending.sent_height:
+            self._store.attach_redeem(replace(pending, sent_height=now))
 
     # -- fees ---------------------------------------------------------------------------
     async def _feerate(self, blocks_left: int) -> int:
@@ -347,6 +356,7 @@ class Redeemer:
                          pending.txid.hex(), tx.fee, exc.reason)
                 return
         self._store.finish_redeem(pending.txid)
+        await self._note_arrival(new)
         self.replacements += 1
         log.info("redeem %s replaced by %s: fee %d -> %d, %d blocks left",
                  pending.txid.hex(), new.txid.hex(), pending.fee, tx.fee, grp.t_expire - t)
