@@ -32,12 +32,11 @@ culprit is alone, and that ticket is marked ``failed`` with the reason.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import trio
-
-import math
-from dataclasses import replace
 
 from consensus.keys import public_key
 from consensus.ticket import Ticket
