@@ -6,6 +6,7 @@ All arithmetic is exact: ``p = win_num / win_den`` is a ``Fraction``.
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
+from consensus.address import decode_address, encode_address
 from consensus.encoding import (expect_bool, expect_bytes, expect_int, expect_list, packb,
                                 unpackb_canonical)
 from consensus.errors import ConsensusError
@@ -84,23 +85,25 @@ class EscrowState:
                    f[10], f[11], f[12], f[13])
 
     def to_json(self) -> dict:
-        """JSON-friendly dict (bytes as hex) with ``N`` and ``groups`` (SPEC §12 getescrow)."""
-        return {"owner": self.owner.hex(), "escrow_balance": self.escrow_balance,
+        """JSON-friendly dict with ``N`` and ``groups`` (SPEC §12 getescrow): owner and
+        merchants as bech32m addresses."""
+        return {"owner": encode_address(self.owner), "escrow_balance": self.escrow_balance,
                 "penalty_balance": self.penalty_balance, "win_num": self.win_num,
                 "win_den": self.win_den, "beta": self.beta, "tkt_rate": self.tkt_rate,
                 "draw_len": self.draw_len, "l_esc": self.l_esc,
-                "merchants": [m.hex() for m in self.merchants],
+                "merchants": [encode_address(m) for m in self.merchants],
                 "created_height": self.created_height, "start": self.start,
                 "t_refund": self.t_refund, "broken": self.broken, "N": self.N,
                 "groups": self.groups}
 
     @classmethod
     def from_rpc(cls, d: dict) -> "EscrowState":
-        """Parse the ``getescrow`` RPC result; raises ``KeyError``/``ValueError``."""
-        return cls(bytes.fromhex(d["owner"]), int(d["escrow_balance"]),
+        """Parse the ``getescrow`` RPC result (addresses bech32m or hex); raises
+        ``KeyError``/``ValueError``."""
+        return cls(decode_address(d["owner"]), int(d["escrow_balance"]),
                    int(d["penalty_balance"]), int(d["win_num"]), int(d["win_den"]),
                    int(d["beta"]), int(d["tkt_rate"]), int(d["draw_len"]), int(d["l_esc"]),
-                   tuple(bytes.fromhex(m) for m in d["merchants"]), int(d["created_height"]),
+                   tuple(decode_address(m) for m in d["merchants"]), int(d["created_height"]),
                    int(d["start"]), int(d["t_refund"]), bool(d["broken"]))
 
     def replace(self, **changes) -> "EscrowState":

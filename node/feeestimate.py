@@ -1,6 +1,7 @@
 """Fee estimation for RPC ``estimatefee``: units per byte from the mempool and recent blocks.
 
-Two terms, the larger wins (DESIGN "estimatefee"):
+Three terms, the largest wins (DESIGN "estimatefee"; the third in DESIGN "Replace-by-fee
+and escrow roll-over"):
 
 - **mempool**: the lowest whole feerate (units/byte) at which a new transaction of
   ``tx_size`` bytes would be taken into the next ``target_blocks`` templates, if nothing
@@ -12,6 +13,9 @@ Two terms, the larger wins (DESIGN "estimatefee"):
   last ``RECENT_BLOCKS`` main-chain blocks, those whose transactions fill at least
   ``FULL_FRACTION`` of a template are "full"; if at least half of the examined blocks are
   full, the term is ``floor(median of their lowest included feerate) + 1``, else 0.
+
+- **admission**: when the pool is at its size limit, one unit/byte above its cheapest
+  entry, since nothing cheaper is even taken in.
 
 Fees are what the sender pays (SPEC §2 rule 5); a REDEEM's fee comes out of its payout,
 so callers must still cap it there (SPEC §7).
@@ -61,6 +65,14 @@ def mempool_feerate(pool: Iterable[tuple[int, int]], budget_bytes: int, tx_size:
     return 0
 
 
+def admission_feerate(pool: Iterable[tuple[int, int]]) -> int:
+    """The admission term of a full pool: the least whole feerate (units/byte) strictly
+    above its cheapest entry (``Mempool._make_room`` evicts that one for a newcomer paying
+    more per byte); 0 for an empty pool."""
+    rates = [fee / size for fee, size in pool]
+    return int(min(rates)) + 1 if rates else 0
+
+
 @dataclass(frozen=True)
 class BlockFees:
     """Transactions of one block: their bytes and lowest feerate (None: only the coinbase)."""
@@ -104,12 +116,13 @@ class FeeEstimator:
         return stats
 
     def estimate(self, target_blocks: int, pool: Iterable[tuple[int, int]], main: list[bytes],
-                 get_block: Callable[[bytes], Block | None]) -> dict:
+                 get_block: Callable[[bytes], Block | None], *, full_pool: bool = False) -> dict:
         """The ``estimatefee`` result for ``target_blocks`` (1..MAX_TARGET_BLOCKS).
 
         ``pool``: ``(fee, size)`` of the pooled transactions; ``main``: main-chain block
         hashes by height (genesis left out of the look-back); ``get_block(hash)`` a decoded
-        block. Keys: ``feerate`` (units/byte), ``redeem_fee`` (units for a 1-ticket
+        block; ``full_pool``: the pool is at its size limit, so a newcomer must beat its
+        cheapest entry (the ``admission`` term, ``admission_feerate``). Keys: ``feerate`` (units/byte), ``redeem_fee`` (units for a 1-ticket
         REDEEM at that rate), ``redeem_size`` and ``ticket_size`` (bytes), ``mempool_feerate``,
         ``blocks_feerate``, ``blocks`` (examined), ``full_blocks``, ``target_blocks``.
         Raises ``ValueError`` for a target out of range.
@@ -117,12 +130,15 @@ class FeeEstimator:
         if not 1 <= target_blocks <= MAX_TARGET_BLOCKS:
             raise ValueError(f"target_blocks must be in 1..{MAX_TARGET_BLOCKS}")
         redeem_size, ticket_size = redeem_sizes()
+        pool = list(pool)
+        admission = admission_feerate(pool) if full_pool else 0
         from_pool = mempool_feerate(pool, target_blocks * self.template_bytes, redeem_size)
         recent = main[max(1, len(main) - RECENT_BLOCKS):]
         from_blocks, full = blocks_feerate([self._stats(h, get_block) for h in recent],
                                            self.template_bytes)
-        feerate = max(from_pool, from_blocks)
+        feerate = max(from_pool, from_blocks, admission)
         return {"feerate": feerate, "redeem_fee": feerate * redeem_size,
                 "redeem_size": redeem_size, "ticket_size": ticket_size,
                 "mempool_feerate": from_pool, "blocks_feerate": from_blocks,
+                "admission_feerate": admission,
                 "blocks": len(recent), "full_blocks": full, "target_blocks": target_blocks}

@@ -155,10 +155,14 @@ async def _watch_signals(node) -> None:
                    "store); if the blocks are unreadable, delete the store and re-sync.")
 @click.option("--workers", type=click.IntRange(0, 64), default=2, show_default=True,
               help="Worker processes for signature batches and VDF work (0 = inline).")
+@click.option("--mempool-max-txs", type=click.IntRange(1, 1_000_000), default=20_000,
+              show_default=True,
+              help="Most transactions the mempool holds; when full, a newcomer must pay more "
+                   "per byte than the cheapest pooled one, which it evicts.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)
 def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex, workers,
-        log_level):
+        mempool_max_txs, log_level):
     """Run a MicroCash node: LevelDB store, P2P gossip, JSON-RPC, optional miner.
 
     Stop it with Ctrl-C, SIGTERM or the `stop` RPC; it resumes from its store on restart.
@@ -191,6 +195,7 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
             check_store(datadir / "chain")
         node = Node(params, datadir, p2p_port=p2p_port, rpc_port=rpc_port, connect=peers,
                     mine_address=mine_address, workers=workers)
+        node.mempool.max_txs = mempool_max_txs
     except StoreError as exc:
         _cannot_start(str(exc))
     except plyvel.Error as exc:  # a damaged table found while loading the block index

@@ -27,6 +27,7 @@ from consensus.params import ChainParams
 from consensus.state import StateView, get_account, get_escrow, put_block_vdf
 from consensus.transition import TxContext, apply_tx, verify_tx_signature
 from consensus.tx import CHEAT_PROOF, NONCE_KINDS, REDEEM, Tx
+from node import replacement
 from p2p.messages import MAX_TX_BYTES
 
 log = logging.getLogger("node.mempool")
@@ -266,9 +267,11 @@ class Mempool:
     def add(self, tx: Tx) -> bytes:
         """Check ``tx`` against tip + pool and accept it; returns its txid.
 
+        A REDEEM / CHANNEL_CLOSE / CHANNEL_CHEAT that conflicts with pooled claims of
+        its sender replaces them if it pays enough more (``node.replacement``).
         Raises ``ConsensusError`` (consensus reject reason) or ``PolicyError``
         (``tx-size``, ``txn-already-in-mempool``, ``mempool-full``,
-        ``nonce-too-far-ahead``).
+        ``nonce-too-far-ahead``, ``insufficient-fee``, ``too-many-replacements``).
         """
         if len(tx.encode()) > MAX_TX_BYTES:
             raise PolicyError("tx-size")
@@ -281,10 +284,35 @@ class Mempool:
                 return self._wait(tx, txid, expected)
         if len(self.entries) >= self.max_txs:
             self._make_room(tx)
-        self._apply(tx, txid, self._seq)
+        try:
+            self._apply(tx, txid, self._seq)
+        except ConsensusError as exc:
+            conflicts = replacement.find_conflicts(tx, exc.reason, self._touchers)
+            if not conflicts:
+                raise
+            self._replace(tx, txid, conflicts)
         self._seq += 1
         self._promote_sender(tx.sender)
         return txid
+
+    def _replace(self, tx: Tx, txid: bytes, conflicts: list[MempoolEntry]) -> None:
+        """Replace the pooled claims ``conflicts`` by ``tx`` (``node.replacement``):
+        raises ``PolicyError`` if the fee rule fails, or the ``ConsensusError`` of ``tx``
+        with the conflicts put back if ``tx`` is invalid even without them."""
+        replacement.check_replacement(tx, len(tx.encode()), conflicts)
+        self._recheck(conflicts, set(), [])
+        try:
+            self._apply(tx, txid, self._seq)
+        except ConsensusError:
+            for old in sorted(conflicts, key=lambda e: e.seq):
+                self._seq += 1
+                try:
+                    self._apply(old.tx, old.txid, self._seq)
+                except ConsensusError as exc:
+                    log.debug("replaced tx not restored %s: %s", old.txid.hex()[:16], exc.reason)
+            self._seq += 1
+            raise
+        log.debug("mempool: %s replaced %d claims", txid.hex()[:16], len(conflicts))
 
     def _apply(self, tx: Tx, txid: bytes, seq: int) -> None:
         """Apply ``tx`` on top of the pool and index it (raises ``ConsensusError``)."""

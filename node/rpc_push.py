@@ -97,6 +97,8 @@ class PushMethods:
         """Fee per byte (units/byte) for inclusion within ``target_blocks`` (1..1008), and
         for a typical 1-ticket REDEEM, from the mempool and recent blocks; see
         ``node.feeestimate``. ``ValueError`` (-8) for a target out of range."""
-        pool = [(e.tx.fee, e.size) for e in self.node.mempool.entries.values()]
+        mempool = self.node.mempool
+        pool = [(e.tx.fee, e.size) for e in mempool.entries.values()]
         chain = self.node.chain
-        return self.fee_estimator.estimate(target_blocks, pool, chain.main_hashes, chain.get_block)
+        return self.fee_estimator.estimate(target_blocks, pool, chain.main_hashes, chain.get_block,
+                                           full_pool=len(pool) >= mempool.max_txs)

@@ -152,6 +152,9 @@ def test_listescrows_by_owner_and_merchant(nodes_factory):
     assert ids({"owner": encode_address(test_pubkey(7))}) == []
     listed = rpc.call("listescrows", {"owner": owner0})[0]
     assert listed == rpc.call("getescrow", e1)
+    # SPEC §12: addresses in their bech32m text form
+    assert listed["owner"] == owner0
+    assert listed["merchants"] == [encode_address(test_pubkey(i)) for i in (5, 6)]
     # refunded escrows leave the list
     t_refund = max(rpc.call("getescrow", e)["t_refund"] for e in (e1, e2, e3))
     node.generate(t_refund - node.getinfo()["height"])

@@ -254,6 +254,50 @@ def test_closer_proves_equivocation(store):
     assert store.get(CID).status == CHEATED
 
 
+def test_closer_replaces_pooled_close_after_equivocation(store):
+    """An equivocation learned while the CHANNEL_CLOSE is still pooled: the service still
+    takes the proof, and the closer sends a CHANNEL_CHEAT paying enough to replace it."""
+    chain = FakeChain(tip=26)
+    service = make_service(store, chain, close_margin=2)
+    closer = Closer(PAYEE, service, chain, fee=5)
+    submit(service, voucher(1, 40))
+    submit(service, voucher(2, 80))
+    trio.run(closer.step, 26)
+    (close,) = chain.sent
+    assert close.kind == CHANNEL_CLOSE and store.get(CID).status == CLOSING
+    assert submit(service, voucher(3, 90)) == {"accepted": False, "reason": "channel-closing"}
+    assert submit(service, voucher(1, 45)) == {"accepted": False, "reason": "equivocation"}
+    trio.run(closer.step, 26)
+    close_, cheat = chain.sent
+    assert cheat.kind == CHANNEL_CHEAT and cheat.fee >= 2 * close.fee + len(cheat.encode())
+    assert store.get(CID).status == CHEATING and store.get(CID).txid == cheat.txid()
+    chain.mine()
+    chain.tip += 1
+    trio.run(closer.step, chain.tip)
+    assert store.get(CID).status == CHEATED
+
+
+def test_closer_keeps_close_when_the_replacement_is_refused(store):
+    chain = FakeChain(tip=26)
+    service = make_service(store, chain, close_margin=2)
+    closer = Closer(PAYEE, service, chain)
+    submit(service, voucher(1, 40))
+    trio.run(closer.step, 26)
+    close_txid = store.get(CID).txid
+    store.add_proof(CID, voucher(1, 40), voucher(1, 41))
+    chain.send_raw_transaction = _refusing("insufficient-fee")
+    trio.run(closer.step, 27)
+    assert store.get(CID).status == CLOSING and store.get(CID).txid == close_txid
+
+
+def _refusing(reason):
+    from wallet.merchant.chainview import NodeRejected
+
+    async def send(raw):
+        raise NodeRejected(reason)
+    return send
+
+
 # ---- the payer's voucher book ------------------------------------------------------------
 
 def _record():

@@ -310,3 +310,17 @@ def test_schedule_regtest():
 def test_state_encoding_field_order():
     e = EscrowState(ALICE, 1, 2, 3, 4, 5, 6, 7, 8, (BOB, EVE), 9, 10, 11, True)
     assert e.to_obj() == [ALICE, 1, 2, 3, 4, 5, 6, 7, 8, [BOB, EVE], 9, 10, 11, True]
+
+
+def test_escrow_json_has_bech32m_addresses_and_parses_back():
+    """SPEC §12: getescrow / listescrows show addresses as bech32m; hex still parses."""
+    from consensus.address import encode_address
+    from consensus.escrow import EscrowState
+    state = EscrowState(bytes([1]) * 32, 10, 20, 1, 2, 3, 4, 1, 5, (bytes([2]) * 32,), 7, 10,
+                        30, False)
+    shown = state.to_json()
+    assert shown["owner"] == encode_address(bytes([1]) * 32) and shown["owner"].startswith("mc1")
+    assert shown["merchants"] == [encode_address(bytes([2]) * 32)]
+    assert EscrowState.from_rpc(shown) == state
+    legacy = {**shown, "owner": state.owner.hex(), "merchants": [state.merchants[0].hex()]}
+    assert EscrowState.from_rpc(legacy) == state

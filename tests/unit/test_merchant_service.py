@@ -346,8 +346,52 @@ def test_redeemer_resends_a_vanished_redeem(service, store, chain):
     chain.txs.clear()  # evicted, or lost in a reorg
     chain.tip = 19
     trio.run(red.step, 19)
-    assert len(chain.accepted) == 2 and chain.accepted[0].txid() == chain.accepted[1].txid()
-    assert [p.txid for p in store.pending_redeems()] == [chain.accepted[0].txid()]
+    first, again = chain.accepted
+    assert first.tickets() == again.tickets()
+    assert (first.fee, again.fee) == (0, 3)  # it missed a block: raised, capped at payout - 1
+    assert [p.txid for p in store.pending_redeems()] == [again.txid()]
+
+
+def test_redeemer_fee_from_estimatefee_and_replaced_while_pooled(service, store, chain):
+    """A pooled REDEEM that missed a block is replaced by one of the same tickets at a
+    raised fee (DESIGN "Replace-by-fee and escrow roll-over")."""
+    chain.escrows[EID] = make_escrow(beta=10**6, escrow_balance=10**8)
+    submit(service, tickets([0, 1]))
+    chain.draws[(EID, 0)] = [0, 1]
+    targets = []
+
+    async def estimate_feerate(target):
+        targets.append(target)
+        return 3
+    chain.estimate_feerate = estimate_feerate
+    red = make_redeemer(store, chain)
+    trio.run(red.step, 18)
+    [first] = chain.accepted
+    size = len(first.encode())
+    assert targets == [5] and 3 * size <= first.fee <= 3 * (size + 8)  # 23 - 18 blocks left
+    trio.run(red.step, 19)  # block 19's template may predate it: not yet a miss
+    assert len(chain.accepted) == 1
+    trio.run(red.step, 20)  # still in the pool two blocks on: replaced
+    old, new = chain.accepted
+    assert new.tickets() == old.tickets() and red.replacements == 1
+    assert new.fee >= max(2 * old.fee, (2 * 10**6 - 1) >> 2)  # doubling, deadline floor
+    assert [(p.txid, p.fee) for p in store.pending_redeems()] == [(new.txid(), new.fee)]
+    assert {store.get(EID, s).txid for s in (0, 1)} == {new.txid()}
+    trio.run(red.step, 21)
+    assert len(chain.accepted) == 2
+    chain.reject = lambda tx: "insufficient-fee"  # a refused replacement keeps the old one
+    trio.run(red.step, 22)  # the last block of the window is next: try again at once
+    assert [p.txid for p in store.pending_redeems()] == [new.txid()]
+    assert {store.get(EID, s).txid for s in (0, 1)} == {new.txid()}
+    chain.reject = lambda tx: None
+    trio.run(red.step, 22)
+    last = chain.accepted[-1]
+    assert last.fee == 2 * 10**6 - 1  # the last block of the window is offered the cap
+    chain.tip = 22
+    chain.mine()
+    chain.tip += 1
+    trio.run(red.step, chain.tip)
+    assert statuses(store, [0, 1]) == [REDEEMED, REDEEMED]
 
 
 def test_redeemer_retries_after_node_outage(service, store, chain):

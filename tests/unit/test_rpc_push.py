@@ -20,8 +20,8 @@ from consensus.ticket import Ticket
 from consensus.transition import TxContext, process_escrow_create
 from consensus.tx import make_escrow_create, make_redeem, make_transfer
 from node.escrowindex import EscrowIndex
-from node.feeestimate import (BlockFees, FeeEstimator, blocks_feerate, mempool_feerate,
-                              redeem_sizes)
+from node.feeestimate import (BlockFees, FeeEstimator, admission_feerate, blocks_feerate,
+                              mempool_feerate, redeem_sizes)
 from node.jsonrpc import Dispatcher
 from node.tipwatch import MAX_WAIT_SECONDS, TipWatch
 
@@ -170,6 +170,16 @@ def test_blocks_feerate_counts_only_full_blocks_and_needs_half():
     assert blocks_feerate(full + empty, 1000) == (5, 3)
     assert blocks_feerate(full[:1] + empty, 1000) == (0, 1)
     assert blocks_feerate([], 1000) == (0, 0)
+
+
+def test_full_pool_admission_term():
+    estimator = FeeEstimator(120_000)
+    pool = [(1000, 100), (550, 100)]  # 10 and 5.5 units/byte: fits one template easily
+    est = estimator.estimate(1, pool, [H[0]], lambda h: SimpleNamespace(txs=[]))
+    assert est["feerate"] == 0 and est["admission_feerate"] == 0
+    est = estimator.estimate(1, pool, [H[0]], lambda h: SimpleNamespace(txs=[]), full_pool=True)
+    assert est["admission_feerate"] == 6 == est["feerate"]  # strictly above 5.5
+    assert admission_feerate([]) == 0 and admission_feerate([(500, 100)]) == 6
 
 
 def test_redeem_sizes_cover_real_redeems():

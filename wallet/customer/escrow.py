@@ -10,7 +10,7 @@ from consensus.errors import ConsensusError
 from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow_id,
                               compute_min_penalty, verify_escrow_params)
 from consensus.params import ChainParams
-from consensus.tx import make_escrow_create
+from consensus.tx import Tx, make_escrow_create
 from wallet.amounts import MAX_AMOUNT, format_amount
 from wallet.commands.common import (DEFAULT_TX_FEE, ESCROW_ID, FRACTION, POSITIVE_UNITS,
                                     UNITS, TxRejected, WalletContext, WalletError, echo_json,
@@ -92,6 +92,38 @@ def escrow_create(wallet: WalletContext, sender: str, merchants: tuple[str, ...]
     ranges, lifetime, penalty margin), or the term that cannot be met is named.
     """
     addresses = [wallet.resolve_address(m, "--merchant") for m in merchants]
+    tx, record, least = prepare_escrow_create(wallet, sender, addresses, beta, p, tkt_rate,
+                                              rounds, draw_len, penalty, fee)
+    txid, amount, penalty = record.txid, record.escrow_amount, record.penalty_amount
+    submit_escrow_create(wallet, tx, record)
+    if not wait:
+        if as_json:
+            echo_json({"txid": txid, "status": "mempool", "escrow_amount": amount,
+                       "penalty_amount": penalty, "fee": fee, "min_penalty": least})
+        else:
+            click.echo(txid)
+            click.echo(f"escrow of {format_amount(amount)} + penalty {penalty} units sent; "
+                       "its id is fixed by the block that includes it: see `escrow list`")
+        return
+    found = wallet.wait_confirmed(txid, timeout)
+    params = wallet.params()
+    escrow_id, state, block_hash = confirm_escrow_create(wallet, record, found)
+    if as_json:
+        echo_json({**schedule_json(params, state, escrow_id), "txid": txid,
+                   "block_hash": block_hash, "escrow_amount": amount,
+                   "penalty_amount": penalty, "fee": fee, "min_penalty": least})
+        return
+    click.echo("\n".join(schedule_lines(params, state, escrow_id)))
+    click.echo(f"  txid:       {txid} (height {state.created_height}, fee {fee} units)")
+
+
+def prepare_escrow_create(wallet: WalletContext, sender: str, addresses: list[bytes], beta: int,
+                          p: tuple[int, int], tkt_rate: int, rounds: int, draw_len: int,
+                          penalty: int | None, fee: int) -> tuple[Tx, EscrowRecord, int]:
+    """Check the parameters (SPEC §3.1, with readable messages) and the balance, and sign
+    the ESCROW_CREATE; ``(tx, record to keep, least valid penalty)``. ``penalty`` None
+    means the least valid one. Raises click.BadParameter or WalletError."""
+    win_num, win_den = p
     if len(set(addresses)) != len(addresses):
         raise click.BadParameter("the same merchant is given twice", param_hint="--merchant")
     if for_merchants:
@@ -149,38 +181,38 @@ def escrow_create(wallet: WalletContext, sender: str, merchants: tuple[str, ...]
         chain=params.name, genesis_hash=genesis.hex(), escrow_amount=amount,
         penalty_amount=penalty, win_num=win_num, win_den=win_den, beta=beta,
         tkt_rate=tkt_rate, draw_len=draw_len, l_esc=rounds, fee=fee)
+    return tx, record, least
+
+
+def submit_escrow_create(wallet: WalletContext, tx: Tx, record: EscrowRecord) -> None:
+    """Remember ``record`` as pending, then send ``tx``; forgets it again if the node
+    rejects it (TxRejected)."""
     wallet.db.add_pending_escrow(record)
     try:
         wallet.submit(tx)
     except TxRejected:
-        wallet.db.drop_pending_escrow(txid)
+        wallet.db.drop_pending_escrow(record.txid)
         raise
-    if not wait:
-        if as_json:
-            echo_json({"txid": txid, "status": "mempool", "escrow_amount": amount,
-                       "penalty_amount": penalty, "fee": fee, "min_penalty": least})
-        else:
-            click.echo(txid)
-            click.echo(f"escrow of {format_amount(amount)} + penalty {penalty} units sent; "
-                       "its id is fixed by the block that includes it: see `escrow list`")
-        return
-    found = wallet.wait_confirmed(txid, timeout)
+
+
+def confirm_escrow_create(wallet: WalletContext, record: EscrowRecord,
+                          found: dict[str, Any]) -> tuple[bytes, EscrowState, str]:
+    """The escrow of a mined ESCROW_CREATE (``found``: its ``gettransaction`` reply):
+    ``(escrow_id, state as created, block_hash)``; the wallet's record is confirmed."""
     height = int(found["height"])
     block_hash = found.get("block_hash") or wallet.call("getblockhash", height)
-    escrow_id = compute_escrow_id(bytes.fromhex(block_hash), bytes.fromhex(txid))
-    state = build_escrow_state(params, owner=owner, escrow_amount=amount,
-                               penalty_amount=penalty, win_num=win_num, win_den=win_den,
-                               beta=beta, tkt_rate=tkt_rate, draw_len=draw_len, l_esc=rounds,
-                               merchants=addresses, created_height=height)
-    wallet.db.confirm_escrow(txid, escrow_id.hex(), block_hash, height, state.start,
+    escrow_id = compute_escrow_id(bytes.fromhex(block_hash), bytes.fromhex(record.txid))
+    state = build_escrow_state(wallet.params(), owner=bytes.fromhex(record.owner),
+                               escrow_amount=record.escrow_amount,
+                               penalty_amount=record.penalty_amount, win_num=record.win_num,
+                               win_den=record.win_den, beta=record.beta,
+                               tkt_rate=record.tkt_rate, draw_len=record.draw_len,
+                               l_esc=record.l_esc,
+                               merchants=[bytes.fromhex(m) for m in record.merchants],
+                               created_height=height)
+    wallet.db.confirm_escrow(record.txid, escrow_id.hex(), block_hash, height, state.start,
                              state.t_refund)
-    if as_json:
-        echo_json({**schedule_json(params, state, escrow_id), "txid": txid,
-                   "block_hash": block_hash, "escrow_amount": amount,
-                   "penalty_amount": penalty, "fee": fee, "min_penalty": least})
-        return
-    click.echo("\n".join(schedule_lines(params, state, escrow_id)))
-    click.echo(f"  txid:       {txid} (height {height}, fee {fee} units)")
+    return escrow_id, state, block_hash
 
 
 # --------------------------------------------------------------------------- show

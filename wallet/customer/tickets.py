@@ -13,6 +13,7 @@ round stays issuable.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ from consensus.ticket import Ticket
 from wallet.commands.common import (ESCROW_ID, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet)
 from consensus.escrow import compute_seqno_range
+from wallet.customer.follow import DEFAULT_LEAD, Escrow, Follower
 from wallet.customer.issuer import (DELIVERY_CHUNK, MAX_TICKETS_PER_REQUEST, TicketIssuer,
                                     TicketSender, TicketSendError, read_tickets, send_tickets,
                                     write_tickets)
@@ -171,11 +173,23 @@ def _deliver_pending(wallet: WalletContext, issuer: TicketIssuer, seed: bytes, g
               help="Tickets reserved, signed and sent at a time. A crash leaves at most three "
                    "chunks unacknowledged; the next `ticket issue` of the escrow delivers them.")
 @cacert_option
+@click.option("--follow", is_flag=True,
+              help="Keep issuing COUNT tickets in every round, across escrows: the next "
+                   "escrow (same parameters and merchants) is created early enough that "
+                   "issuing never pauses when one ends. Prints one line per batch, naming "
+                   "its escrow. Needs --to.")
+@click.option("--until-round", type=click.IntRange(min=1), default=None,
+              help="With --follow: stop after this round (default: run until Ctrl-C).")
+@click.option("--lead-blocks", type=click.IntRange(0, 100), default=DEFAULT_LEAD,
+              show_default=True,
+              help="With --follow: blocks the next ESCROW_CREATE may be mined late without "
+                   "a pause (it is sent that much earlier).")
 @json_option
 @pass_wallet
 def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: str | None,
                  merchant_index: int | None, count: int, url: str | None, out: Path | None,
-                 chunk: int, as_json: bool) -> None:
+                 chunk: int, follow: bool, until_round: int | None, lead_blocks: int,
+                 as_json: bool) -> None:
     """Issue COUNT tickets of ESCROW_ID, owned by the wallet key FROM, to one merchant.
 
     The seqnos come from the current round (node height + 1): round r carries seqnos
@@ -183,11 +197,18 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
     the last one handed out. Prints the seqno range and the merchant's accept/reject
     summary (SPEC §13), or the file written. Chunks a killed earlier `ticket issue` of
     this escrow left unacknowledged are delivered first (the same tickets, re-signed).
+
+    With --follow, issues COUNT tickets in each new round until --until-round (or
+    Ctrl-C), rolling over to new escrows (DESIGN "Replace-by-fee and escrow roll-over").
     """
     if (merchant is None) == (merchant_index is None):
         raise click.UsageError("give exactly one of --merchant or --merchant-index")
     if (url is None) == (out is None):
         raise click.UsageError("give exactly one of --to URL or --out FILE")
+    if follow and url is None:
+        raise click.UsageError("--follow sends each round's tickets: give --to URL")
+    if not follow and until_round is not None:
+        raise click.UsageError("--until-round needs --follow")
     if url is not None:
         _check_url(url)
     if out is not None:
@@ -213,6 +234,10 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
     if escrow.owner != wallet.key_address(sender):
         raise WalletError(f"key {sender!r} does not own escrow {escrow_id}; its tickets "
                           "would not verify")
+    if follow:
+        _follow(wallet, sender, escrow_id, escrow, merchant_index, count, url, chunk,
+                until_round, lead_blocks, as_json)
+        return
     seed = wallet.load_seed(sender)
     genesis = wallet.genesis_hash()
     current_round = wallet.height() + 1
@@ -255,6 +280,60 @@ def ticket_issue(wallet: WalletContext, sender: str, escrow_id: str, merchant: s
                f"{tickets[0].seqno}-{tickets[-1].seqno} of round {current_round}, to "
                f"merchant {merchant_index} ({result['merchant']})")
     click.echo(f"written to {out}" if out is not None else _summary_text(result))
+
+
+def _follow(wallet: WalletContext, sender: str, escrow_id: str, escrow: EscrowState,
+            merchant_index: int, count: int, url: str, chunk: int, until_round: int | None,
+            lead: int, as_json: bool) -> None:
+    """``ticket issue --follow``: run a ``Follower``, one output line per event."""
+    def emit(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event, sort_keys=True))  # one JSON object per line
+        else:
+            click.echo(_event_text(event))
+
+    record = wallet.db.escrow(escrow_id)
+    penalty = None if record is None else record.penalty_amount
+    with TicketIssuer(wallet.wallet_dir / "issuer") as issuer:
+        resent = _deliver_pending(wallet, issuer, wallet.load_seed(sender),
+                                  wallet.genesis_hash(), escrow, escrow_id, wallet.height() + 1)
+        if resent is not None:
+            emit({"event": "resent", "escrow_id": escrow_id, **resent})
+
+        def deliver(chunks, eid: str):
+            return _issue_and_deliver(wallet, issuer, chunks, url, eid)
+
+        follower = Follower(wallet, issuer, sender, Escrow(escrow_id, escrow), merchant_index,
+                            count, chunk, deliver=deliver, emit=emit, until_round=until_round,
+                            lead=lead, penalty=penalty, url=url)
+        report = follower.run()
+    emit(report.to_json())
+
+
+def _event_text(event: dict[str, Any]) -> str:
+    kind = event["event"]
+    if kind == "batch":
+        text = (f"round {event['round']}: {event['count']} ticket(s) of escrow "
+                f"{event['escrow_id']} (seqnos {event['seqno_first']}-{event['seqno_last']}), "
+                f"merchant accepted {event['accepted']}")
+        return text + (f", rejected {event['rejected']}" if event["rejected"] else "")
+    if kind == "escrow-sent":
+        return (f"next escrow sent at height {event['height']}: txid {event['txid']} "
+                f"({event['escrow_amount']} + penalty {event['penalty_amount']} units)")
+    if kind == "escrow-confirmed":
+        return (f"next escrow {event['escrow_id']}: rounds {event['start']}-"
+                f"{event['last_round']}, refund at {event['t_refund']}")
+    if kind == "gap":
+        return f"round {event['round']}: no escrow issuing (paused)"
+    if kind == "skipped":
+        return f"round {event['round']}: nothing issued ({event['reason']})"
+    if kind == "resent":
+        return (f"delivered {event['tickets']} ticket(s) left unacknowledged by an interrupted "
+                f"issue: merchant accepted {event['accepted']}, rejected {event['rejected']}")
+    rows = [f"  {e['escrow_id']}: rounds {e['start']}-{e['last_round']}, {e['tickets']} "
+            f"ticket(s) in {e['batches']} round(s)" for e in event["escrows"]]
+    return "\n".join([f"followed {event['rounds']} round(s), {event['tickets']} ticket(s), "
+                      f"{len(event['gaps'])} round(s) without an escrow"] + rows)
 
 
 @ticket.command("send")

@@ -96,6 +96,8 @@ class ChainView(Protocol):
         """The open payment channel (SPEC §16), or ``None`` once closed or expired."""
         ...
 
+    # Optional: ``async def estimate_feerate(self, target_blocks: int) -> int`` (units/byte,
+    # RPC ``estimatefee``); without it the redeemer pays its fee floor.
     # Optional: ``async def wait_for_new_block(self, timeout: float, after: int | None)
     # -> int`` — return the best height once the tip differs from the last one this view
     # saw (at once if it saw a height other than ``after``), or after ``timeout`` seconds
@@ -333,6 +335,15 @@ class RpcChainView:
         """``sendrawtransaction``; the txid, or ``NodeRejected`` with the reject reason."""
         result = await self._call("sendrawtransaction", raw.hex())
         return _parse_hash("sendrawtransaction", result)
+
+    async def estimate_feerate(self, target_blocks: int) -> int:
+        """``estimatefee(target_blocks)``'s ``feerate`` (whole units/byte); ``NodeRejected``
+        from a node without it (method-not-found)."""
+        result = await self._call("estimatefee", target_blocks)
+        rate = result.get("feerate") if isinstance(result, dict) else None
+        if not _is_uint(rate):
+            raise _malformed("estimatefee", result)
+        return rate
 
     async def transaction_status(self, txid: bytes) -> tuple[str, int | None] | None:
         """``gettransaction`` as ``(status, height)``; ``None`` when the node knows no such tx."""

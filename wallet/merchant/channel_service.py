@@ -191,8 +191,9 @@ class ChannelService:
                                                          receipt) == EQUIVOCATION:
                 return _refused("equivocation")
             stored = self.store.get(channel_id)
-            if stored is not None and stored.status != OPEN:
-                return _refused("channel-closing")
+            closing = stored is not None and stored.status != OPEN
+            if closing and not 1 <= voucher.k <= stored.k:
+                return _refused("channel-closing")  # an earlier k may still prove cheating
             last_k, last_cum = (0, 0) if stored is None else (stored.k, stored.cumulative)
             if 1 <= voucher.k <= last_k:
                 if not verify_voucher_signature(channel.payer, genesis, channel_id, voucher):
@@ -214,6 +215,8 @@ class ChannelService:
                                 self.pos.peer_ids)
                             self.gossip.notify()
                     return _refused("equivocation")
+            if closing:
+                return _refused("channel-closing")
             try:
                 verify_voucher_for_payee(genesis, channel_id, channel, voucher, last_k, last_cum,
                                          self.price, t + 1, self.accept_margin)

@@ -10,7 +10,11 @@ A trio task beside the voucher service. On every new best height ``t`` (current 
    voucher;
 3. a transaction in flight: confirmed ``confirm_depth`` deep → ``closed`` / ``cheated``;
    vanished (eviction, reorg, a send that never arrived) → sent again while a block may
-   still include it (height ``< expiry_height``), else ``expired``.
+   still include it (height ``< expiry_height``), else ``expired``;
+4. a CHANNEL_CLOSE still unconfirmed when an equivocation is learned (the payer signed
+   an earlier ``k`` twice) → a CHANNEL_CHEAT that replaces it in the pool, paying the
+   close's fee twice plus one unit per byte (the node's replace-by-fee rule,
+   ``node.replacement``); if the node refuses, the close stays in flight.
 
 The transaction is recorded (status and txid) *before* it is sent, under the service's
 lock so no voucher is accepted after the close was built. CHANNEL_CLOSE and CHANNEL_CHEAT
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5  # seconds between best-height polls
 TRANSIENT_REASONS = frozenset({"mempool-full", "txn-already-in-mempool"})
+INCREMENTAL_FEERATE = 1  # units/byte a replacement adds (node.replacement.INCREMENTAL_FEERATE)
 
 
 class Closer:
@@ -153,6 +158,13 @@ class Closer:
         """Follow the transaction in flight of a closing / cheating channel."""
         cid = record.channel_id
         found = await self._view.transaction_status(record.txid)
+        proof = self._store.proof(cid)
+        if (record.status == CLOSING and proof is not None
+                and (found is None or found[0] == "mempool")
+                and t + 1 <= compute_close_deadline(record)):
+            async with self._service.lock:
+                await self._replace_close(self._store.get(cid), proof, t)
+            return
         if found is not None and found[0] == "confirmed":
             depth = t - found[1] + 1
             if depth >= self._view.params.confirm_depth or t >= record.expiry_height:
@@ -167,6 +179,31 @@ class Closer:
             self._store.set_status(cid, EXPIRED, reason="close not mined before expiry")
             log.warning("channel %s: close not mined before expiry_height %d", cid.hex(),
                         record.expiry_height)
+
+
+    async def _replace_close(self, record: StoredChannel, proof, t: int) -> None:
+        """Swap the unconfirmed CHANNEL_CLOSE of ``record`` for a CHANNEL_CHEAT of the
+        equivocation ``proof`` at a replacing fee (at most deposit + penalty)."""
+        cid, genesis = record.channel_id, self._view.genesis_hash
+        voucher_a, voucher_b = proof
+        size = len(make_channel_cheat(self._seed, genesis, 2**63, cid, voucher_a,
+                                      voucher_b).encode())
+        fee = min(2 * self._fee + INCREMENTAL_FEERATE * size, record.deposit + record.penalty)
+        tx = make_channel_cheat(self._seed, genesis, fee, cid, voucher_a, voucher_b)
+        old_txid, old_height = record.txid, record.sent_height
+        await trio.to_thread.run_sync(lambda: self._store.set_status(
+            cid, CHEATING, txid=tx.txid(), sent_height=t))
+        try:
+            await self._view.send_raw_transaction(tx.encode())
+        except NodeRejected as exc:
+            if await self._view.transaction_status(tx.txid()) is None:
+                self._store.set_status(cid, CLOSING, txid=old_txid, sent_height=old_height)
+                log.info("channel %s: CHANNEL_CHEAT to replace the close refused (%s); the "
+                         "close stays in flight", cid.hex(), exc.reason)
+                return
+        log.warning("channel %s: equivocation after the close: CHANNEL_CHEAT %s (fee %d) "
+                    "replaces CHANNEL_CLOSE %s", cid.hex(), tx.txid().hex(), fee,
+                    old_txid.hex() if old_txid else "-")
 
 
 def compute_close_deadline(record: StoredChannel) -> int:

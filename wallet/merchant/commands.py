@@ -96,7 +96,9 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
               help="TCP port; 0 picks a free one. The bound port is written to "
                    "<wallet-dir>/merchants/NAME/service.json.")
 @click.option("--fee", type=UNITS, default=0, show_default=True,
-              help="Fee in UNITS each REDEEM pays the miner, out of its payout.")
+              help="Least fee in UNITS each REDEEM pays the miner, out of its payout; "
+                   "the redeemer pays more when estimatefee asks for it and raises it "
+                   "(replace-by-fee) as t_expire nears, never above the payout.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes checking ticket signatures; 1 checks them in a thread of "
                    "the service itself.")

@@ -15,6 +15,14 @@ groups that still have open tickets (``TicketStore.open_groups``) and, per group
    winners not yet in flight in REDEEMs of at most 256 tickets; after that marks them
    expired.
 
+Fees (``wallet.merchant.feeplan``): each REDEEM's fee comes from the node's
+``estimatefee`` for a target of the blocks left, never below ``fee`` nor above its payout
+minus one unit; tickets that missed a block (a REDEEM still unmined, evicted, or refused
+as ``mempool-full``) are offered at least twice the last fee and the deadline floor. A
+REDEEM still in the pool ``MISSED_AFTER`` blocks after its send (or when only one block
+of the window is left) is *replaced* by one of the same tickets at the raised fee (the
+node's replace-by-fee rule, ``node.replacement``).
+
 A REDEEM is recorded in the store *before* it is sent, so a crash never loses track of
 one. A rejected REDEEM is all-or-nothing (SPEC §7): ``ticket-already-redeemed`` is
 resolved with ``getredeemed``; a per-ticket reason splits the batch in halves until the
@@ -24,26 +32,33 @@ culprit is alone, and that ticket is marked ``failed`` with the reason.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import trio
 
 from consensus.keys import public_key
 from consensus.ticket import Ticket
-from consensus.tx import MAX_REDEEM_TICKETS, make_redeem
+from consensus.tx import MAX_REDEEM_TICKETS, Tx, make_redeem
 from wallet.merchant.chainview import ChainView, NodeError, NodeRejected
+from wallet.merchant.feeplan import INCREMENTAL_FEERATE, fee_cap, plan_redeem_fee
 from wallet.merchant.ticketstore import (EVIDENCE_DUPLICATE, EXPIRED, FAILED, HELD, LOSING,
                                          REDEEMED, WINNING, OpenGroup, PendingRedeem,
                                          StoredTicket, TicketStore)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FEE = 0  # units per REDEEM, paid out of the payout (SPEC §2 rule 5)
+DEFAULT_FEE = 0  # least units per REDEEM, paid out of the payout (SPEC §2 rule 5)
+MAX_FEE_TARGET = 1_008  # estimatefee's largest target
+# Blocks after its send at which a REDEEM still in the pool counts as having missed one:
+# the first block's template may have been built before the REDEEM arrived.
+MISSED_AFTER = 2
 POLL_INTERVAL = 0.5  # seconds between best-height polls when the view cannot wait
 WAIT_SECONDS = 10.0  # longest single wait for a new block
 
 # Reasons that may clear up by themselves: try again at the next height.
-TRANSIENT_REASONS = frozenset({"ticket-not-drawn", "mempool-full"})
+TRANSIENT_REASONS = frozenset({"ticket-not-drawn", "mempool-full", "insufficient-fee"})
 # Reasons that condemn the whole transaction, not one ticket in it: no point splitting.
 BATCH_REASONS = frozenset({"bad-encoding", "bad-version", "bad-kind", "bad-signature",
                            "bad-nonce", "fee-exceeds-payout", "unknown-escrow"})
@@ -53,10 +68,12 @@ class Redeemer:
     """Redeems the merchant's winning tickets (SPEC §6, §7); run with ``run()``.
 
     ``merchant_seed`` signs the REDEEMs (its public key must be the tickets' merchant);
-    ``fee`` (units) is paid per REDEEM out of its payout; ``poll_interval`` (seconds)
+    ``fee`` (units) is the least a REDEEM pays out of its payout (the plan of
+    ``wallet.merchant.feeplan`` may raise it); ``poll_interval`` (seconds)
     paces the loop only when the view has no ``wait_for_new_block`` and after node errors;
     ``wait_seconds`` bounds one wait for a new block.
-    ``wakeups`` counts the loop's passes (for tests and status).
+    ``wakeups`` counts the loop's passes and ``replacements`` the REDEEMs replaced by a
+    higher fee (for tests and status).
     """
 
     def __init__(self, merchant_seed: bytes, store: TicketStore, view: ChainView, *,
@@ -72,7 +89,11 @@ class Redeemer:
         self._poll_interval = poll_interval
         self._wait_seconds = wait_seconds
         self._redeemed: dict[bytes, dict[int, set[int]]] = {}  # per step: getredeemed cache
+        self._estimates: dict[int, int] = {}  # per step: estimatefee feerate by target
+        # (escrow_id, group) -> (units/byte, best height) of the group's last REDEEM attempt
+        self._attempts: dict[tuple[bytes, int], tuple[float, int]] = {}
         self.wakeups = 0
+        self.replacements = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """``step`` on each new best height, woken by the node (``wait_for_new_block``)
@@ -106,6 +127,7 @@ class Redeemer:
         answering; what was done so far is already stored.
         """
         self._redeemed = {}
+        self._estimates = {}
         for group in self._store.open_groups():
             await trio.lowlevel.checkpoint()
             try:
@@ -210,6 +232,9 @@ class Redeemer:
                 self._store.finish_redeem(txid, [(eid, x.seqno, REDEEMED, "") for x in tickets])
                 log.info("redeem %s confirmed at %d: %d tickets redeemed",
                          txid.hex(), status[1], len(tickets))
+        elif t + 1 <= grp.t_expire and (t >= pending.sent_height + MISSED_AFTER
+                                         or t + 1 == grp.t_expire):  # missed: raise
+            await self._replace(pending, tickets, grp, t)
         elif t >= grp.t_expire:  # still in the mempool, and no next block may include it
             paid = await self._paid(eid, tickets)
             self._store.finish_redeem(txid, [
@@ -235,10 +260,10 @@ class Redeemer:
             return
         eid = grp.escrow_id
         tickets = [Ticket.decode(x.ticket) for x in batch]
-        tx = make_redeem(self._seed, self._view.genesis_hash, self._fee, tickets)
+        tx = await self._build(tickets, grp, t, self._missed_fee(grp, t, tickets))
         txid = tx.txid()
-        self._store.attach_redeem(
-            PendingRedeem(txid, eid, grp.group, tuple(x.seqno for x in batch), t))
+        pending = PendingRedeem(txid, eid, grp.group, tuple(x.seqno for x in batch), t, tx.fee)
+        self._store.attach_redeem(pending)
         try:
             await self._view.send_raw_transaction(tx.encode())
         except NodeRejected as exc:
@@ -247,8 +272,93 @@ class Redeemer:
             self._store.finish_redeem(txid)
             await self._rejected(batch, exc.reason, grp, t)
             return
-        log.info("redeem %s sent: %d tickets of escrow %s group %d",
-                 txid.hex(), len(batch), eid.hex(), grp.group)
+        await self._note_arrival(pending)
+        log.info("redeem %s sent: %d tickets of escrow %s group %d, fee %d",
+                 txid.hex(), len(batch), eid.hex(), grp.group, tx.fee)
+
+    async def _note_arrival(self, pending: PendingRedeem) -> None:
+        """Move ``pending.sent_height`` to the best height once the node took it, if a
+        block came meanwhile: blocks before its arrival are no miss (``MISSED_AFTER``)."""
+        now = await self._view.height(fresh=True)
+        if now > pending.sent_height:
+            self._store.attach_redeem(replace(pending, sent_height=now))
+
+    # -- fees ---------------------------------------------------------------------------
+    async def _feerate(self, blocks_left: int) -> int:
+        """``estimatefee`` feerate (units/byte) for ``blocks_left``, cached for one step;
+        0 from a view or node without it."""
+        target = max(1, min(blocks_left, MAX_FEE_TARGET))
+        if target not in self._estimates:
+            estimate = getattr(self._view, "estimate_feerate", None)
+            rate = 0
+            if estimate is not None:
+                try:
+                    rate = await estimate(target)
+                except NodeRejected as exc:  # an older node: no estimatefee
+                    log.debug("estimatefee refused (%s); fee floor only", exc.reason)
+            self._estimates[target] = rate
+        return self._estimates[target]
+
+    async def _payout(self, tickets: Sequence[Ticket], escrow_id: bytes) -> int:
+        """What ``tickets`` pay before the fee: ``β`` each, at most the escrow balance."""
+        escrow = await self._view.escrow(escrow_id)
+        if escrow is None:
+            return 0
+        return min(len(tickets) * escrow.beta, escrow.escrow_balance)
+
+    def _missed_fee(self, grp: OpenGroup, t: int, tickets: Sequence[Ticket]) -> int | None:
+        """The group's last attempt's fee, scaled to ``tickets``' size, if it was made at an
+        earlier height (so it missed a block); else None."""
+        last = self._attempts.get((grp.escrow_id, grp.group))
+        if last is None or last[1] >= t:
+            return None
+        size = len(make_redeem(self._seed, self._view.genesis_hash, 0, list(tickets)).encode())
+        return math.ceil(last[0] * size)
+
+    async def _build(self, tickets: list[Ticket], grp: OpenGroup, t: int,
+                     previous_fee: int | None) -> Tx:
+        """A signed REDEEM of ``tickets`` at the planned fee (``feeplan.plan_redeem_fee``);
+        remembers the attempt for the group."""
+        genesis = self._view.genesis_hash
+        blocks_left = grp.t_expire - t
+        payout = await self._payout(tickets, grp.escrow_id)
+        widest = make_redeem(self._seed, genesis, fee_cap(payout), tickets)  # largest size
+        size = len(widest.encode())
+        fee = plan_redeem_fee(feerate=await self._feerate(blocks_left), size=size,
+                              payout=payout, blocks_left=blocks_left,
+                              previous_fee=previous_fee, floor_fee=self._fee)
+        self._attempts[(grp.escrow_id, grp.group)] = (fee / size, t)
+        return widest if fee == widest.fee else make_redeem(self._seed, genesis, fee, tickets)
+
+    async def _replace(self, pending: PendingRedeem, tickets: list[StoredTicket],
+                       grp: OpenGroup, t: int) -> None:
+        """Replace the pooled REDEEM ``pending`` (it missed a block) by one of the same
+        tickets at a raised fee; keeps ``pending`` if the fee cannot rise enough or the
+        node refuses the replacement."""
+        mine = [x for x in tickets if x.status == WINNING and x.txid == pending.txid]
+        if len(mine) != len(pending.seqnos):
+            return  # some were settled meanwhile: let the REDEEM run its course
+        decoded = [Ticket.decode(x.ticket) for x in mine]
+        tx = await self._build(decoded, grp, t, pending.fee)
+        if tx.fee < pending.fee + INCREMENTAL_FEERATE * len(tx.encode()):
+            return  # at the cap: nothing more to offer
+        new = PendingRedeem(tx.txid(), pending.escrow_id, pending.group, pending.seqnos, t,
+                            tx.fee)
+        self._store.attach_redeem(new)  # both in the store until the node answers
+        try:
+            await self._view.send_raw_transaction(tx.encode())
+        except NodeRejected as exc:
+            if await self._view.transaction_status(new.txid) is None:
+                self._store.finish_redeem(new.txid)
+                self._store.attach_redeem(pending)  # the tickets follow the old one again
+                log.info("redeem %s: replacement at fee %d refused (%s)",
+                         pending.txid.hex(), tx.fee, exc.reason)
+                return
+        self._store.finish_redeem(pending.txid)
+        await self._note_arrival(new)
+        self.replacements += 1
+        log.info("redeem %s replaced by %s: fee %d -> %d, %d blocks left",
+                 pending.txid.hex(), new.txid.hex(), pending.fee, tx.fee, grp.t_expire - t)
 
     async def _rejected(self, batch: list[StoredTicket], reason: str, grp: OpenGroup,
                         t: int) -> None:

@@ -113,6 +113,7 @@ class PendingRedeem:
     group: int
     seqnos: tuple[int, ...]
     sent_height: int  # best height when it was built
+    fee: int = 0  # units it pays (the redeemer raises it by replacement, DESIGN "Replace-by-fee")
 
 
 @dataclass(frozen=True)
@@ -225,12 +226,13 @@ class TicketStore:
         """REDEEMs in flight, optionally only those of one escrow / group."""
         found = []
         for key, raw in self._db.iterator(prefix=_REDEEM):
-            eid, grp, seqnos, sent_height = _unpack(raw)
+            eid, grp, seqnos, sent_height, *rest = _unpack(raw)  # fee: since issue 8
             if escrow_id is not None and eid != escrow_id:
                 continue
             if group is not None and grp != group:
                 continue
-            found.append(PendingRedeem(key[1:], eid, grp, tuple(seqnos), sent_height))
+            found.append(PendingRedeem(key[1:], eid, grp, tuple(seqnos), sent_height,
+                                       rest[0] if rest else 0))
         return found
 
     def summary(self, escrow_id: bytes) -> dict[str, int]:
@@ -310,7 +312,8 @@ class TicketStore:
         """Record a REDEEM in flight and tag its tickets with its txid (before sending)."""
         with self._lock, self._db.write_batch(sync=True, transaction=True) as batch:
             batch.put(_REDEEM + redeem.txid, _pack(
-                [redeem.escrow_id, redeem.group, list(redeem.seqnos), redeem.sent_height]))
+                [redeem.escrow_id, redeem.group, list(redeem.seqnos), redeem.sent_height,
+                 redeem.fee]))
             for seqno in redeem.seqnos:
                 key = _TICKET + redeem.escrow_id + _u64(seqno)
                 raw = self._db.get(key)
@@ -333,7 +336,7 @@ class TicketStore:
             for escrow_id, seqno, status, reason in changes:
                 self._change(batch, deltas, overlay, escrow_id, seqno, status, reason)
             if raw is not None:
-                escrow_id, _group, seqnos, _sent = _unpack(raw)
+                escrow_id, _group, seqnos, _sent, *_fee = _unpack(raw)
                 for seqno in seqnos:
                     key = _TICKET + escrow_id + _u64(seqno)
                     fields = overlay.get(key)
