@@ -92,6 +92,16 @@ def escrow_create(wallet: WalletContext, sender: str, merchants: tuple[str, ...]
     ranges, lifetime, penalty margin), or the term that cannot be met is named.
     """
     addresses = [wallet.resolve_address(m, "--merchant") for m in merchants]
+    if for_merchants:
+        if len(set(addresses)) != len(addresses):
+            raise click.BadParameter("the same merchant is given twice", param_hint="--merchant")
+        from wallet.customer.terms import plan_for_merchants
+
+        addresses, pick = plan_for_merchants(wallet, for_merchants, addresses, tkt_rate,
+                                             beta=beta, p=p, rounds=rounds,
+                                             draw_len=draw_len, penalty=penalty)
+        beta, p, rounds = pick.beta, (pick.win_num, pick.win_den), pick.rounds
+        draw_len, penalty = pick.draw_len, pick.penalty
     tx, record, least = prepare_escrow_create(wallet, sender, addresses, beta, p, tkt_rate,
                                               rounds, draw_len, penalty, fee)
     txid, amount, penalty = record.txid, record.escrow_amount, record.penalty_amount
@@ -117,23 +127,15 @@ def escrow_create(wallet: WalletContext, sender: str, merchants: tuple[str, ...]
     click.echo(f"  txid:       {txid} (height {state.created_height}, fee {fee} units)")
 
 
-def prepare_escrow_create(wallet: WalletContext, sender: str, addresses: list[bytes], beta: int,
-                          p: tuple[int, int], tkt_rate: int, rounds: int, draw_len: int,
-                          penalty: int | None, fee: int) -> tuple[Tx, EscrowRecord, int]:
+def prepare_escrow_create(wallet: WalletContext, sender: str, addresses: list[bytes],
+                          beta: int | None, p: tuple[int, int] | None, tkt_rate: int,
+                          rounds: int | None, draw_len: int | None, penalty: int | None,
+                          fee: int) -> tuple[Tx, EscrowRecord, int]:
     """Check the parameters (SPEC §3.1, with readable messages) and the balance, and sign
     the ESCROW_CREATE; ``(tx, record to keep, least valid penalty)``. ``penalty`` None
     means the least valid one. Raises click.BadParameter or WalletError."""
-    win_num, win_den = p
     if len(set(addresses)) != len(addresses):
         raise click.BadParameter("the same merchant is given twice", param_hint="--merchant")
-    if for_merchants:
-        from wallet.customer.terms import plan_for_merchants
-
-        addresses, pick = plan_for_merchants(wallet, for_merchants, addresses, tkt_rate,
-                                             beta=beta, p=p, rounds=rounds,
-                                             draw_len=draw_len, penalty=penalty)
-        beta, p, rounds = pick.beta, (pick.win_num, pick.win_den), pick.rounds
-        draw_len, penalty = pick.draw_len, pick.penalty
     missing = [name for name, value in (("--merchant", addresses), ("--beta", beta),
                                         ("--p", p), ("--rounds", rounds),
                                         ("--draw-len", draw_len)) if not value]
