@@ -28,6 +28,7 @@ from typing import Callable
 import httpx
 
 from consensus.address import encode_address
+from consensus.block import Block
 from consensus.escrow import (EscrowState, compute_escrow_amount, compute_escrow_id,
                               compute_min_penalty, compute_t_draw)
 from consensus.params import COIN, get_params
@@ -339,6 +340,18 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
     return s.facts.ok
 
 
+def _fees_paid(rpc, sender: bytes, first_height: int) -> int:
+    """Fees of every main-chain transaction sent by ``sender`` from ``first_height`` to the
+    tip: a merchant's REDEEMs (raised by replacement when a window closes in, DESIGN
+    "Replace-by-fee") and its cheat proofs come out of its payout."""
+    tip = rpc.getinfo()["height"]
+    total = 0
+    for height in range(max(first_height, 1), tip + 1):
+        block = Block.decode(bytes.fromhex(rpc.getblock(height, 0)))
+        total += sum(tx.fee for tx in block.txs[1:] if tx.sender == sender)
+    return total
+
+
 def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowState,
                    held: dict[int, set[int]], draws: dict[int, list[int]],
                    start_balance: dict[str, int]) -> None:
@@ -362,12 +375,13 @@ def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowS
         redeemed_c = status.get(eid_c.hex(), {}).get("redeemed", 0)
         redeemed_x = status.get(eid_x.hex(), {}).get("redeemed", 0)
         balance = s.balance(merchant.name)
+        fees = _fees_paid(rpc, dev_address(merchant.name), esc_c.created_height)
         total_paid += redeemed_c * beta
         s.facts.check(redeemed_c == expected,
                       f"{merchant.name}: held {expected} winning tickets, redeemed {redeemed_c}")
-        s.facts.check(balance == redeemed_c * beta + redeemed_x * esc_x.beta,
+        s.facts.check(balance == redeemed_c * beta + redeemed_x * esc_x.beta - fees,
                       f"{merchant.name}: balance {balance} units = {redeemed_c}·β "
-                      f"+ {redeemed_x}·β(cheater escrow)")
+                      f"+ {redeemed_x}·β(cheater escrow) − {fees} fees paid")
     s.facts.check(rpc.getescrow(eid_c.hex()) is None and rpc.getredeemed(eid_c.hex()) == [],
                   f"customer escrow refunded and removed at t_refund {esc_c.t_refund}")
     refund = esc_c.escrow_balance + esc_c.penalty_balance - total_paid
