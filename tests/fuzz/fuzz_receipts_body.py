@@ -13,7 +13,7 @@ import json
 
 from consensus.channel import sign_voucher
 from wallet.merchant.pos_gossip import PUSH_BATCH, parse_receipts_request, receipts_request
-from wallet.merchant.receipts import Receipt, sign_receipt
+from wallet.receipts import Receipt, sign_receipt
 
 EXPECTED: tuple[type[BaseException], ...] = (ValueError,)
 

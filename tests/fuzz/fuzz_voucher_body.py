@@ -13,7 +13,7 @@ import json
 from consensus.channel import sign_voucher
 from wallet.customer.channel import voucher_request
 from wallet.merchant.channel_service import VoucherRequestError, parse_voucher_request
-from wallet.merchant.receipts import sign_receipt
+from wallet.receipts import sign_receipt
 
 EXPECTED: tuple[type[BaseException], ...] = (VoucherRequestError,)
 

@@ -22,7 +22,7 @@ from wallet.merchant.channel_store import (EQUIVOCATION, KNOWN, NEW, OPEN, SETTL
 from wallet.merchant.closer import Closer
 from wallet.merchant.pos_gossip import (MAX_OUTBOX, PosConfig, PosGossip, compute_peer_id,
                                         parse_receipts_request, receipts_request)
-from wallet.merchant.receipts import (Receipt, ReceiptError, sign_receipt, verify_receipt)
+from wallet.receipts import (Receipt, ReceiptError, sign_receipt, verify_receipt)
 
 PEER = "http://127.0.0.1:1"
 

@@ -11,7 +11,7 @@ known at once. With ``--sync-interval``, ``--mean-payment-interval`` and ``--pri
 to the payee's ``POST {url}/v1/vouchers`` (wire form: ``voucher_request``). A voucher left
 unacknowledged by a crash or a lost answer is sent again, unchanged, first. Each accepted
 voucher is answered with a receipt signed by the payee's point of sale
-(``wallet.merchant.receipts``); the wallet verifies and keeps the latest and shows it to
+(``wallet.receipts``); the wallet verifies and keeps the latest and shows it to
 the point of sale it pays next, which may not have heard of the payments made elsewhere.
 """
 
@@ -31,7 +31,7 @@ from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, POSITIVE_UNITS, UNIT
                                     TxRejected, WalletContext, WalletError, echo_json,
                                     json_option, pass_wallet, timeout_option)
 from wallet.customer.channelbook import ChannelBook, ChannelRecord
-from wallet.merchant.receipts import Receipt, ReceiptError, verify_receipt
+from wallet.receipts import Receipt, ReceiptError, verify_receipt
 from wallet.tlsconfig import cacert_option
 
 CHANNEL_ID = HashType("channel id")

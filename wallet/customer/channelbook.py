@@ -59,7 +59,7 @@ class ChannelRecord:
     cumulative: int = 0  # its cumulative
     acked_k: int = 0  # last voucher number the payee acknowledged
     url: str = ""  # payee service the last voucher went to
-    receipt: dict | None = None  # the latest receipt (wallet.merchant.receipts, JSON form)
+    receipt: dict | None = None  # the latest receipt (wallet.receipts, JSON form)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

@@ -26,7 +26,7 @@ kept and the closer proves it with CHANNEL_CHEAT); else ``verify_voucher_for_pay
 the last accepted ``(k, cumulative)``, the price and the close margin.
 
 Several points of sale (``wallet.merchant.pos_gossip``, docs/DESIGN.md "Several points of
-sale of one payee"): a request may carry ``"receipt"`` (``wallet.merchant.receipts``, the
+sale of one payee"): a request may carry ``"receipt"`` (``wallet.receipts``, the
 payer's latest, from any point of sale of this payee); it is verified and its voucher
 taken in (``ChannelStore.learn``) before the voucher is checked, so a point of sale that
 has not heard of the payments made elsewhere knows the cumulative so far. A receipt that
@@ -56,7 +56,7 @@ from wallet.merchant.chainview import ChainView, NodeError
 from wallet.merchant.channel_store import EQUIVOCATION, NEW, OPEN, ChannelStore
 from wallet.merchant.pos_gossip import (MAX_PUSH_BODY, UNSYNCED, PosConfig, PosGossip,
                                         parse_receipts_request)
-from wallet.merchant.receipts import Receipt, ReceiptError, sign_receipt, verify_receipt
+from wallet.receipts import Receipt, ReceiptError, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Layout (integers big-endian; values msgpack):
 | ``C`` channel_id(32) | ``[payer, deposit, penalty, expiry_height, k, cumulative, sig, status, txid or None, sent_height, reason]`` |
 | ``H`` channel_id k(8) | ``[cumulative, sig]`` — every voucher accepted (finds an equivocation at any earlier ``k``) |
 | ``Q`` channel_id | ``[voucher_a, voucher_b]`` (encoded vouchers) — a proven equivocation |
-| ``O`` peer_id(8) seq(8) | an encoded receipt (``wallet.merchant.receipts``) still to be pushed to that peer point of sale |
+| ``O`` peer_id(8) seq(8) | an encoded receipt (``wallet.receipts``) still to be pushed to that peer point of sale |
 
 Statuses: ``open`` (accepting), ``closing`` / ``cheating`` (a CHANNEL_CLOSE / CHANNEL_CHEAT
 recorded before it was sent, in flight), ``closed`` / ``cheated`` (confirmed), ``expired``

@@ -35,7 +35,7 @@ import trio
 
 from consensus.hashing import tagged_hash
 from wallet.merchant.channel_store import ChannelStore
-from wallet.merchant.receipts import MAX_POS_INDEX, Receipt, ReceiptError
+from wallet.receipts import MAX_POS_INDEX, Receipt, ReceiptError
 
 log = logging.getLogger(__name__)
 
