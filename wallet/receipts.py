@@ -89,21 +89,24 @@ class Receipt:
         """Inverse of ``to_json``; raises ``ReceiptError``."""
         if not isinstance(data, dict):
             raise ReceiptError("receipt must be a JSON object")
-        receipt = cls(_hex(data.get("channel_id"), 32, "receipt.channel_id"),
+        receipt = cls(parse_hex(data.get("channel_id"), 32, "receipt.channel_id"),
                       data.get("k"), data.get("cumulative"),
-                      _hex(data.get("voucher_sig"), 64, "receipt.voucher_sig"),
-                      data.get("pos"), _hex(data.get("sig"), 64, "receipt.sig"))
+                      parse_hex(data.get("voucher_sig"), 64, "receipt.voucher_sig"),
+                      data.get("pos"), parse_hex(data.get("sig"), 64, "receipt.sig"))
         _check_fields(receipt)
         return receipt
 
 
-def _hex(value: Any, size: int, what: str) -> bytes:
+def parse_hex(value: Any, size: int, what: str,
+              error: type[Exception] = ReceiptError) -> bytes:
+    """``size`` bytes from a JSON string of ``2 * size`` hex digits; raises ``error``
+    naming ``what`` otherwise (voucher and receipt bodies share it)."""
     try:
         raw = bytes.fromhex(value) if isinstance(value, str) else None
     except ValueError:
         raw = None
     if raw is None or len(raw) != size:
-        raise ReceiptError(f"{what} must be {2 * size} hex digits")
+        raise error(f"{what} must be {2 * size} hex digits")
     return raw
 
 

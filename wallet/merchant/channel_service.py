@@ -56,7 +56,7 @@ from wallet.merchant.chainview import ChainView, NodeError
 from wallet.merchant.channel_store import EQUIVOCATION, NEW, OPEN, ChannelStore
 from wallet.merchant.pos_gossip import (MAX_PUSH_BODY, UNSYNCED, PosConfig, PosGossip,
                                         parse_receipts_request)
-from wallet.receipts import Receipt, ReceiptError, sign_receipt, verify_receipt
+from wallet.receipts import Receipt, ReceiptError, parse_hex, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ class VoucherRequestError(Exception):
     """A malformed voucher request (HTTP 400)."""
 
 
+async def _json_body(request: Request, limit: int) -> bytes | JSONResponse:
+    """The body of a JSON POST, or the error answer: 415 unless ``Content-Type`` is
+    ``application/json`` (parameters and case ignored), 413 past ``limit`` bytes (read
+    no further)."""
+    media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        return JSONResponse({"error": "Content-Type must be application/json"}, status_code=415)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return JSONResponse({"error": f"body over {limit} bytes"}, status_code=413)
+    return body
+
+
 def _uint(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _U64:
         raise VoucherRequestError(f"{what} must be an integer 0 <= x < 2^64")
@@ -76,13 +91,7 @@ def _uint(value: Any, what: str) -> int:
 
 
 def _hex(value: Any, size: int, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(value) if isinstance(value, str) else None
-    except ValueError:
-        raw = None
-    if raw is None or len(raw) != size:
-        raise VoucherRequestError(f"{what} must be {2 * size} hex digits")
-    return raw
+    return parse_hex(value, size, what, VoucherRequestError)
 
 
 def parse_voucher_request(body: bytes) -> tuple[bytes, Voucher, Receipt | None]:
@@ -277,16 +286,9 @@ class ChannelService:
     # ---- HTTP --------------------------------------------------------------------------
 
     async def _post_voucher(self, request: Request) -> JSONResponse:
-        media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
-        if media != "application/json":
-            return JSONResponse({"error": "Content-Type must be application/json"},
-                                status_code=415)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_VOUCHER_BODY:
-                return JSONResponse({"error": f"body over {MAX_VOUCHER_BODY} bytes"},
-                                    status_code=413)
+        body = await _json_body(request, MAX_VOUCHER_BODY)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             channel_id, voucher, receipt = parse_voucher_request(body)
             return JSONResponse(await self.submit(channel_id, voucher, receipt))
@@ -300,16 +302,9 @@ class ChannelService:
         return JSONResponse(self.status())
 
     async def _post_receipts(self, request: Request) -> JSONResponse:
-        media = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
-        if media != "application/json":
-            return JSONResponse({"error": "Content-Type must be application/json"},
-                                status_code=415)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_PUSH_BODY:
-                return JSONResponse({"error": f"body over {MAX_PUSH_BODY} bytes"},
-                                    status_code=413)
+        body = await _json_body(request, MAX_PUSH_BODY)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             return JSONResponse(await self.take_receipts(parse_receipts_request(body)))
         except ValueError as exc:
