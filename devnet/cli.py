@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from devnet.launcher import Devnet, DevnetError
+from devnet.progress import Progress
 
 DEFAULT_ROOT = Path(".devnet")
 
@@ -30,10 +31,11 @@ def up(root, nodes, miners, chain):
     """Write genesis + dev wallet, start N nodes on 127.0.0.1 and connect them."""
     devnet = Devnet(root, chain=chain)
     try:
-        devnet.up(nodes, miners=min(miners, nodes))
+        started = devnet.up(nodes, miners=min(miners, nodes), progress=Progress())
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"devnet up in {devnet.root}; dev keys in {devnet.wallet_dir} (empty passphrase)")
+    click.echo(f"explorer: {started[0].explorer_url} (metrics at {started[0].explorer_url}metrics)")
     click.echo(f"try: microcash-wallet --wallet-dir {devnet.wallet_dir} "
                f"--datadir {devnet.root / 'node0'} balance customer")
 
@@ -52,7 +54,8 @@ def status(root):
             click.echo(f"{r['node']}: running (pid {r['pid']}), RPC not answering")
         else:
             click.echo(f"{r['node']}: height {r['height']} tip {r['tip'][:16]}… "
-                       f"peers {r['peers']} (p2p {r['p2p']}, rpc {r['rpc']})")
+                       f"peers {r['peers']} (p2p {r['p2p']}, rpc {r['rpc']}"
+                       f"{', explorer ' + r['explorer'] if r['explorer'] else ''})")
 
 
 @cli.command()
@@ -68,11 +71,21 @@ def down(root):
 @click.option("--dir", "demo_root", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".devnet-demo"), show_default=True,
               help="Scratch directory (wiped first).")
-def demo(nodes, demo_root):
-    """Run the MicroCash scenario on a fresh devnet; exit 1 if any checked fact fails."""
+@click.option("--hold/--no-hold", default=None,
+              help="After the summary keep the devnet (and its explorer) running until "
+                   "Ctrl-C. Default: hold on an interactive terminal, not in CI or a pipe.")
+def demo(nodes, demo_root, hold):
+    """Run the MicroCash scenario on a fresh devnet; exit 1 if any checked fact fails.
+
+    Progress bars on a terminal, plain lines otherwise; the summary ends with the URL of
+    the customer node's block explorer.
+    """
     from devnet.demo import run_demo
+    progress = Progress(say=click.echo)
+    if hold is None:
+        hold = progress.interactive
     try:
-        ok = run_demo(demo_root.resolve(), nodes, say=lambda m: click.echo(m))
+        ok = run_demo(demo_root.resolve(), nodes, progress=progress, hold=hold)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(0 if ok else 1)

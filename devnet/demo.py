@@ -8,6 +8,9 @@
    merchant submits the two tickets as a CHEAT_PROOF: the penalty is burned.
 5. Every draw is shown; the merchants redeem their winners automatically; at ``t_refund``
    the residue returns to the owners.
+6. The customer's node's block explorer is checked to answer, and its URL printed. On a
+   terminal (``hold``) the devnet then keeps running until Ctrl-C so the explorer can be
+   browsed; otherwise (CI, a pipe) it is stopped at once.
 
 Each fact below is checked; ``run_demo`` returns False if any fails.
 """
@@ -16,6 +19,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -31,6 +35,7 @@ from consensus.ticket import sign_ticket
 from consensus.tx import make_cheat_proof, make_escrow_create
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
+from devnet.progress import Progress, Task
 from wallet.customer.issuer import TicketIssuer, send_tickets
 
 
@@ -114,9 +119,11 @@ class Merchant:
 class Scenario:
     """The demo's steps against a running devnet."""
 
-    def __init__(self, devnet: Devnet, nodes: list[NodeInfo], say: Callable[[str], None]) -> None:
+    def __init__(self, devnet: Devnet, nodes: list[NodeInfo], progress: Progress) -> None:
         self.devnet = devnet
-        self.say = say
+        self.progress = progress
+        self.say = progress.say
+        self.explorer_url = nodes[min(1, len(nodes) - 1)].explorer_url
         self.params = get_params(devnet.chain)
         self.miner_rpc = nodes[0].client()
         self.customer_rpc = nodes[min(1, len(nodes) - 1)].client()
@@ -130,10 +137,17 @@ class Scenario:
         """Best height of the merchants' node: the one that judges ticket rounds."""
         return self.merchant_rpc.getinfo()["height"]
 
-    def wait_height(self, height: int, why: str, timeout: float = 120) -> None:
-        """Wait until the customer's and the merchants' nodes both reach ``height``."""
-        wait_until(lambda: min(self.height(), self.customer_rpc.getinfo()["height"]) >= height,
-                   timeout, f"height {height} ({why})", 0.1)
+    def wait_height(self, height: int, why: str, timeout: float = 120,
+                    task: Task | None = None) -> None:
+        """Wait until the customer's and the merchants' nodes both reach ``height``;
+        ``task`` (a progress bar counting blocks) follows the lower of the two."""
+        def reached() -> bool:
+            now = min(self.height(), self.customer_rpc.getinfo()["height"])
+            if task is not None:
+                task.update(now)
+            return now >= height
+
+        wait_until(reached, timeout, f"height {height} ({why})", 0.1)
 
     def balance(self, name: str) -> int:
         return self.customer_rpc.getaccount(dev_address(name).hex())["balance"]
@@ -170,25 +184,32 @@ class Scenario:
         """Issue every seqno, round by round, split between the two merchants."""
         held: dict[int, set[int]] = {0: set(), 1: set()}
         seed = dev_seed("customer")
-        for r in range(escrow.start, escrow.start + escrow.l_esc):
-            # Round r's tickets go out once round r-1 is current: merchants accept rounds
-            # cur-1 ... cur+1 (SPEC §4.1), so they stay acceptable for three blocks.
-            self.wait_height(r - 2, f"round {r}")
-            for index, merchant in enumerate(self.merchants):
-                tickets = issuer.issue(seed, self.genesis_hash, escrow, escrow_id, index,
-                                       escrow.tkt_rate // 2, r)
-                reply = send_tickets(merchant.url, tickets)
-                refused = {item["index"]: item["reason"] for item in reply["rejected"]}
-                held[index].update(t.seqno for i, t in enumerate(tickets) if i not in refused)
-                reasons = ", ".join(sorted(set(refused.values())))
-                self.facts.check(reply["accepted"] == len(tickets) and not refused,
-                                 f"round {r}: {merchant.name} accepted {reply['accepted']}/"
-                                 f"{len(tickets)} tickets (seqnos {tickets[0].seqno}–"
-                                 f"{tickets[-1].seqno}){' rejected: ' + reasons if reasons else ''}")
-                self.say(f"round {r}: {len(tickets)} tickets → {merchant.name}: "
-                         f"accepted {reply['accepted']}, rejected {len(refused)}"
-                         f"{' (' + reasons + ')' if reasons else ''}")
+        with self.progress.task("ticket rounds", escrow.l_esc, unit="rounds") as task:
+            for r in range(escrow.start, escrow.start + escrow.l_esc):
+                self._issue_round(issuer, escrow_id, escrow, seed, r, held)
+                task.advance()
         return held
+
+    def _issue_round(self, issuer: TicketIssuer, escrow_id: bytes, escrow: EscrowState,
+                     seed: bytes, r: int, held: dict[int, set[int]]) -> None:
+        """Round ``r``: half of its sequence numbers to each merchant."""
+        # Round r's tickets go out once round r-1 is current: merchants accept rounds
+        # cur-1 ... cur+1 (SPEC §4.1), so they stay acceptable for three blocks.
+        self.wait_height(r - 2, f"round {r}")
+        for index, merchant in enumerate(self.merchants):
+            tickets = issuer.issue(seed, self.genesis_hash, escrow, escrow_id, index,
+                                   escrow.tkt_rate // 2, r)
+            reply = send_tickets(merchant.url, tickets)
+            refused = {item["index"]: item["reason"] for item in reply["rejected"]}
+            held[index].update(t.seqno for i, t in enumerate(tickets) if i not in refused)
+            reasons = ", ".join(sorted(set(refused.values())))
+            self.facts.check(reply["accepted"] == len(tickets) and not refused,
+                             f"round {r}: {merchant.name} accepted {reply['accepted']}/"
+                             f"{len(tickets)} tickets (seqnos {tickets[0].seqno}–"
+                             f"{tickets[-1].seqno}){' rejected: ' + reasons if reasons else ''}")
+            self.say(f"round {r}: {len(tickets)} tickets → {merchant.name}: "
+                     f"accepted {reply['accepted']}, rejected {len(refused)}"
+                     f"{' (' + reasons + ')' if reasons else ''}")
 
     def cheat(self, escrow_id: bytes, escrow: EscrowState) -> str:
         """The cheater gives seqno 0 to both merchants; merchant-a submits the proof.
@@ -209,31 +230,69 @@ class Scenario:
         """Wait for and print every draw; check exactly k distinct in-range winners."""
         draws = {}
         k, a = escrow.winners_per_draw, escrow.draw_size
-        for g in range(escrow.groups):
-            t_draw = compute_t_draw(self.params, escrow, g)
-            self.wait_height(t_draw + 1, f"draw {g}")
-            winners = self.customer_rpc.getdraw(escrow_id.hex(), g)["winners"]
-            draws[g] = winners
-            ok = (len(winners) == k == len(set(winners))
-                  and all(g * a <= s < (g + 1) * a for s in winners))
-            self.facts.check(ok, f"draw {g} (t_draw {t_draw}): {len(winners)} distinct winners "
-                                 f"in {g * a}–{(g + 1) * a - 1}, expected p·tkt_rate·draw_len = {k}")
-            self.say(f"draw {g} at block {t_draw + 1}: winners {sorted(winners)}")
+        with self.progress.task("draws", escrow.groups, unit="draws") as task:
+            for g in range(escrow.groups):
+                draws[g] = self._show_draw(escrow_id, escrow, g, k, a)
+                task.advance()
         return draws
 
+    def _show_draw(self, escrow_id: bytes, escrow: EscrowState, g: int, k: int,
+                   a: int) -> list[int]:
+        """Wait for draw ``g``, print and check its winners."""
+        t_draw = compute_t_draw(self.params, escrow, g)
+        self.wait_height(t_draw + 1, f"draw {g}")
+        winners = self.customer_rpc.getdraw(escrow_id.hex(), g)["winners"]
+        ok = (len(winners) == k == len(set(winners))
+              and all(g * a <= s < (g + 1) * a for s in winners))
+        self.facts.check(ok, f"draw {g} (t_draw {t_draw}): {len(winners)} distinct winners "
+                             f"in {g * a}–{(g + 1) * a - 1}, expected p·tkt_rate·draw_len = {k}")
+        self.say(f"draw {g} at block {t_draw + 1}: winners {sorted(winners)}")
+        return winners
 
-def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print) -> bool:
-    """Run the whole scenario in a fresh devnet at ``root``; True if every fact holds."""
+    def check_explorer(self, cheat_txid: str) -> None:
+        """The customer's node serves its explorer: the front page and the page of the
+        cheat proof (the escrows themselves are refunded and gone by now)."""
+        url = self.explorer_url
+        try:
+            front = httpx.get(url, timeout=10)
+            page = httpx.get(f"{url}tx/{cheat_txid}", timeout=10)
+            ok = (front.status_code == page.status_code == 200
+                  and "MicroCash explorer" in front.text)
+            why = f"HTTP {front.status_code}, {page.status_code}"
+        except (httpx.HTTPError, TypeError) as exc:
+            ok, why = False, str(exc) or type(exc).__name__
+        self.facts.check(ok, f"explorer answers at {url} ({why})")
+
+
+def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print, *,
+             progress: Progress | None = None, hold: bool = False,
+             hold_seconds: float | None = None) -> bool:
+    """Run the whole scenario in a fresh devnet at ``root``; True if every fact holds.
+
+    ``progress`` shows bars (default: plain lines through ``say``). With ``hold`` the
+    devnet and merchants keep running after the summary, with the explorer's URL printed,
+    until Ctrl-C (or ``hold_seconds``); then everything is stopped.
+    """
+    progress = progress or Progress(interactive=False, say=say)
+    say = progress.say
     if root.exists():
         Devnet(root).down(log=say)
         shutil.rmtree(root)
     devnet = Devnet(root)
     say(f"starting a {nodes}-node devnet in {root}")
-    node_infos = devnet.up(nodes, log=say)
+    node_infos = devnet.up(nodes, log=say, progress=progress)
     scenario = None
     try:
-        scenario = Scenario(devnet, node_infos, say)
-        return _run(scenario, devnet, root, say)
+        scenario = Scenario(devnet, node_infos, progress)
+        ok = _run(scenario, devnet, root, say)
+        url = scenario.explorer_url
+        if hold:
+            say(f"explorer: {url} — the devnet keeps running; press Ctrl-C to stop it")
+            _hold(hold_seconds)
+        else:
+            say(f"explorer: {url} (answered while the devnet ran; it is stopped now — "
+                "run `microcash-devnet demo --hold` to keep it up and browse)")
+        return ok
     finally:
         if scenario is not None:
             for merchant in scenario.merchants:
@@ -243,7 +302,9 @@ def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print) -> 
 
 def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) -> bool:
     say(f"waiting for the devnet to warm up (difficulty retargets) to height {WARMUP_HEIGHT}…")
-    s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300)
+    say(f"meanwhile, watch it in the explorer: {s.explorer_url}")
+    with s.progress.task("warm-up", WARMUP_HEIGHT, unit="blocks") as task:
+        s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300, task=task)
     for name in MERCHANTS:
         s.merchants.append(Merchant(name, devnet.wallet_dir, s.merchant_node.datadir, root))
         say(f"{name} ({encode_address(dev_address(name))[:20]}…) serving at {s.merchants[-1].url}")
@@ -265,14 +326,28 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
     s.facts.check(burned == esc_x.penalty_balance,
                   f"cheater's penalty burned: {burned} units (penalty {esc_x.penalty_balance})")
     draws = s.show_draws(eid_c, esc_c)
-    s.wait_height(max(esc_c.t_refund, esc_x.t_refund), "refunds")
+    refund_at = max(esc_c.t_refund, esc_x.t_refund)
+    with s.progress.task("until the refunds", refund_at, unit="blocks",
+                         start=s.height()) as task:
+        s.wait_height(refund_at, "refunds", task=task)
     _check_outcome(s, eid_c, esc_c, eid_x, esc_x, held, draws, start_balance)
+    s.check_explorer(cheat_txid)
     say("")
     say("==================== MicroCash demo summary ====================")
     for ok, text in s.facts.lines:
         say(f"  [{'ok' if ok else 'FAILED'}] {text}")
     say(f"result: {'all facts hold' if s.facts.ok else 'SOME FACTS DO NOT HOLD'}")
     return s.facts.ok
+
+
+def _hold(seconds: float | None) -> None:
+    """Sleep until Ctrl-C (or ``seconds``), which ends the hold quietly."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
 
 
 def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowState,
