@@ -285,19 +285,19 @@ def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print, *,
     try:
         scenario = Scenario(devnet, node_infos, progress)
         ok = _run(scenario, devnet, root, say)
-        url = scenario.explorer_url
         if hold:
-            say(f"explorer: {url} — the devnet keeps running; press Ctrl-C to stop it")
+            say(f"explorer: {scenario.explorer_url} — the devnet keeps running; "
+                "press Ctrl-C to stop it")
             _hold(hold_seconds)
-        else:
-            say(f"explorer: {url} (answered while the devnet ran; it is stopped now — "
-                "run `microcash-devnet demo --hold` to keep it up and browse)")
         return ok
     finally:
         if scenario is not None:
             for merchant in scenario.merchants:
                 merchant.stop()
         devnet.down(log=say)
+        if scenario is not None and not hold:
+            say(f"explorer: {scenario.explorer_url} (it answered while the devnet ran; the "
+                "devnet is stopped now — `microcash-devnet demo --hold` keeps it up)")
 
 
 def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) -> bool:
