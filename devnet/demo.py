@@ -17,6 +17,7 @@ Each fact below is checked; ``run_demo`` returns False if any fails.
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -341,13 +342,23 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
 
 
 def _hold(seconds: float | None) -> None:
-    """Sleep until Ctrl-C (or ``seconds``), which ends the hold quietly."""
+    """Sleep until Ctrl-C or SIGTERM (or ``seconds``), which end the hold quietly; the
+    caller then stops the devnet. The handlers are installed here because a process
+    started in the background inherits SIGINT ignored."""
     deadline = None if seconds is None else time.monotonic() + seconds
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowState,

@@ -46,6 +46,7 @@ class Task:
         self.completed = start
         self._rich_id = None
         self._last_line = 0.0
+        self._last_shown = start  # completed count of the last plain line
 
     def update(self, completed: int, note: str = "") -> None:
         """Set how much is done (clamped to ``0..total``); ``note`` is shown beside it."""
@@ -124,6 +125,7 @@ class Progress:
             self._rich.update(task._rich_id, completed=task.completed, note=note)
             return
         now = time.monotonic()
-        if now - task._last_line >= PLAIN_INTERVAL and task.completed < task.total:
+        if (now - task._last_line >= PLAIN_INTERVAL and task.completed < task.total
+                and task.completed != task._last_shown):
             self._print(task.text(note))
-            task._last_line = now
+            task._last_line, task._last_shown = now, task.completed
