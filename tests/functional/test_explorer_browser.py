@@ -6,7 +6,8 @@ both on CI). The scenario on a regtest node: a transfer, an escrow whose first d
 redeemed, a cheater's escrow broken by a CHEAT_PROOF, a channel. The browser checks the
 front page (tip, recent blocks, proof of cheating, burned total), follows links to a
 block, the escrow (draw winners marked redeemed) and an account, and saves a screenshot
-of the front page (to ``$EXPLORER_SCREENSHOT`` if set, e.g. docs/explorer.png).
+of the front page (to ``$EXPLORER_SCREENSHOT`` if set, e.g. docs/explorer.png) and one
+of the escrow page beside it (``explorer-escrow.png``).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def test_explorer_in_a_real_browser(nodes_factory, browser, tmp_path):
     paid = drawn[0].find_elements(By.CSS_SELECTOR, ".winner.paid")
     assert sorted(int(w.text.split()[0]) for w in paid) == sorted(winners)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#redeems tbody tr")) == len(winners)
+    assert browser.save_screenshot(str(shot.with_name(shot.stem + "-escrow.png")))
     # The search box finds an account by address.
     box = browser.find_element(By.ID, "search")
     box.send_keys(test_address(5))

@@ -50,3 +50,23 @@ def test_not_interactive_in_ci_or_pipes(monkeypatch):
     assert not is_interactive(io.StringIO())
     monkeypatch.delenv("CI")
     assert not is_interactive(io.StringIO())  # not a TTY
+
+
+def test_demo_hold_ends_on_sigterm_or_timeout():
+    import os
+    import signal
+    import threading
+    import time
+
+    from devnet.demo import _hold
+
+    started = time.monotonic()
+    _hold(0.2)
+    assert time.monotonic() - started < 2
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    _hold(30)
+    assert time.monotonic() - started < 5
+    assert signal.getsignal(signal.SIGTERM) is before
