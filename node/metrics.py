@@ -91,7 +91,7 @@ def _banned(node: "Node") -> int:
     e.g. a TestClient, every entry kept counts)."""
     bans = node.network.bans
     try:
-        return sum(1 for ip in list(bans._until) if bans.is_banned(ip))
+        return bans.active()
     except RuntimeError:  # not in a trio run
         return len(bans)
 

@@ -36,5 +36,9 @@ class BanList:
         """True if `ip` is currently banned."""
         return self.remaining(ip) > 0
 
+    def active(self) -> int:
+        """How many IPs are banned now (expired entries are dropped); trio clock."""
+        return sum(1 for ip in list(self._until) if self.is_banned(ip))
+
     def __len__(self) -> int:
         return len(self._until)

@@ -13,7 +13,10 @@ with warnings.catch_warnings():
 from consensus.address import encode_address
 from consensus.escrow import compute_escrow_amount, compute_escrow_id, compute_min_penalty
 from consensus.ticket import sign_ticket
-from consensus.tx import make_cheat_proof, make_escrow_create, make_transfer
+from consensus.channel import compute_channel_id
+from consensus.micropay import compute_mp_escrow_id
+from consensus.tx import (make_channel_open, make_cheat_proof, make_escrow_create,
+                          make_mp_escrow, make_transfer)
 from node.explorer import ExplorerData, make_app
 from node.node import Node
 from tests.consensus_helpers import (ALICE, ALICE_SEED, BOB, BOB_SEED, CAROL, CAROL_SEED,
@@ -23,7 +26,7 @@ from tests.functional.chaindata import make_block
 PARAMS = regtest_params()
 
 
-def _escrow_tx(node, seed, nonce, merchants, *, tkt_rate=10, draw_len=1, rounds=6):
+def _escrow_tx(node, seed, nonce, merchants, *, tkt_rate=10, draw_len=1, rounds=8):
     amount = compute_escrow_amount(1, 10, 1000, tkt_rate, rounds)
     penalty = compute_min_penalty(PARAMS, len(merchants), 1, 10, 1000, tkt_rate, draw_len)
     return make_escrow_create(seed, node.genesis_hash, nonce, 0, amount, penalty, 1, 10, 1000,
@@ -53,11 +56,16 @@ def chain(tmp_path_factory):
     ticket_b = sign_ticket(BOB_SEED, node.genesis_hash, cid, 1, 0)
     proof = make_cheat_proof(CAROL_SEED, node.genesis_hash, 0, ticket_a, ticket_b)
     mine(proof)
+    channel = make_channel_open(ALICE_SEED, node.genesis_hash, 2, 0, CAROL, 10**8, 10**7, 300)
+    micropay = make_mp_escrow(BOB_SEED, node.genesis_hash, 1, 0, 5 * 10**6, 4, 200)
+    mine(channel, micropay)
     for _ in range(9):
-        mine()
+        mine()  # the channel/MP block is now tip - 9
     client = TestClient(make_app(ExplorerData(node), node.metrics))
     yield {"node": node, "client": client, "escrow": eid.hex(), "cheated": cid.hex(),
-           "transfer": transfer.txid().hex(), "proof": proof.txid().hex(), "b1": b1}
+           "transfer": transfer.txid().hex(), "proof": proof.txid().hex(), "b1": b1,
+           "channel": compute_channel_id(channel.txid()).hex(),
+           "mp": compute_mp_escrow_id(micropay.txid()).hex()}
     node.store.close()
 
 
@@ -111,6 +119,22 @@ def test_account_page_lists_escrows(chain):
     assert chain["escrow"] in page.text  # owned
     assert chain["cheated"] in page.text  # ALICE is a merchant of BOB's escrow
     assert client.get(f"/account/{DAVE.hex()}").text.count("12345 units") == 1
+
+
+def test_micropay_escrow_and_channel_pages(chain):
+    client = chain["client"]
+    front = client.get("/").text
+    assert chain["channel"] in front and chain["mp"] in front
+    mp = client.get(f"/mpescrow/{chain['mp']}")
+    assert mp.status_code == 200 and "0.05 MCASH" in mp.text and "2^-4" in mp.text
+    channel = client.get(f"/channel/{chain['channel']}")
+    assert channel.status_code == 200 and encode_address(CAROL) in channel.text
+    assert "1 MCASH" in channel.text
+    block = client.get(f"/block/{chain['node'].chain.height - 9}").text
+    assert "CHANNEL_OPEN" in block and "MP_ESCROW" in block
+    for query, path in ((chain["channel"], "channel"), (chain["mp"], "mpescrow")):
+        reply = client.get("/search", params={"q": query}, follow_redirects=False)
+        assert reply.headers["location"] == f"/{path}/{query}"
 
 
 def test_search_redirects(chain):
