@@ -62,7 +62,7 @@ class ChainState:
         self.genesis_hash = self.genesis.hash()
         self.index = BlockIndex()
         self._received: dict[bytes, tuple[Block, Container]] = {}
-        self._progress_at = 0.0
+        self._progress_at = 0.0  # when the last UpdateTip line was written (set by _load)
         self._progress_height = 0
         self._best_header: IndexEntry | None = None
         if store.get_tip() is None:
@@ -98,6 +98,8 @@ class ChainState:
                                "use another --datadir")
         tip = self.index.get(self.store.get_tip())
         self.index.main = [tip.get_ancestor(h) for h in range(tip.height + 1)]
+        # The first UpdateTip line measures its rate from start-up.
+        self._progress_at, self._progress_height = time.monotonic(), tip.height
         log.info("chain loaded: height %d tip %s (%d headers known)", tip.height,
                  tip.hash.hex()[:16], len(self.index.entries))
 

@@ -69,3 +69,35 @@ def test_node_help_names_the_operator_options():
         assert option in out
     bad = CliRunner().invoke(cli, ["--datadir", "x", "--log-format", "xml"])
     assert bad.exit_code == 2 and "xml" in bad.output
+
+
+def test_update_tip_lines_say_progress_rate_and_eta(tmp_path, monkeypatch, caplog):
+    import node.chainstate as chainstate
+    from node.chainstate import ChainState
+    from node.store import ChainStore
+    from tests.unit.test_chainstate import PARAMS, block_on
+
+    chain = ChainState(PARAMS, ChainStore(tmp_path / "s"))
+    clock = [1000.0]
+
+    class FakeTime:
+        @staticmethod
+        def monotonic():
+            clock[0] += 2.5  # every connect is 2.5 s after the previous one
+            return clock[0]
+
+        perf_counter = staticmethod(lambda: 0.0)
+
+    monkeypatch.setattr(chainstate, "time", FakeTime)
+    monkeypatch.setattr(chain, "best_header_height", lambda: 100)
+    chain._progress_at = clock[0]  # start-up, on the fake clock
+    parent = chain.genesis.header
+    with caplog.at_level(logging.INFO, logger="node.chain"):
+        for _ in range(2):
+            block = block_on(parent)
+            chain.add_block(block.encode())
+            parent = block.header
+    chain.store.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("UpdateTip")]
+    assert lines[-1].startswith("UpdateTip: height 2/100 (2.0%) best ")
+    assert lines[-1].endswith("(0.4 blocks/s, 98 to go, ETA 4m05s)")
