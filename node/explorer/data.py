@@ -168,7 +168,7 @@ class ExplorerData:
     # -- blocks and transactions --------------------------------------------------------
     def block(self, ident: str) -> dict:
         """A block by height or hash: the ``getblock`` fields plus every transaction."""
-        key: int | str = int(ident) if ident.isdigit() else ident
+        key: int | str = int(ident) if ident.isdigit() and len(ident) < 64 else ident
         if isinstance(key, str):
             _hex_id(key, "block hash")
         elif key > self.node.chain.height:
@@ -349,7 +349,7 @@ class ExplorerData:
         """The page a search box entry leads to: a height, a block hash, txid, escrow,
         MP escrow or channel id, or an address. ``NotFound`` if nothing matches."""
         q = query.strip()
-        if q.isdigit():
+        if q.isdigit() and len(q) < 64:  # a 64-digit string is a hash
             if int(q) > self.node.chain.height:
                 raise NotFound(f"no block at height {q} yet (tip {self.node.chain.height})")
             return f"/block/{int(q)}"
