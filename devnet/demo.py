@@ -397,8 +397,14 @@ def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowS
     s.facts.check(customer == start_balance["customer"] - total_paid,
                   f"customer: refund {refund} units at t_refund; balance {customer} = "
                   f"start − {total_paid} paid to merchants")
-    accounts = sum(s.balance(n) for n in ("miner", "customer", "cheater", *MERCHANTS))
-    info = rpc.getinfo()
+    # node0 keeps mining: read the balances and the totals at one tip (a block connected
+    # between the reads would add a block reward to one side only).
+    for _ in range(10):
+        before = rpc.getinfo()["best_hash"]
+        accounts = sum(s.balance(n) for n in ("miner", "customer", "cheater", *MERCHANTS))
+        info = rpc.getinfo()
+        if info["best_hash"] == before:
+            break
     s.facts.check(accounts + info["burned"] == info["supply"],
                   f"money conservation: accounts {accounts} + burned {info['burned']} "
                   f"= supply {info['supply']} (premine + minted)")
