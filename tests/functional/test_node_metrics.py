@@ -1,4 +1,4 @@
-"""A real node's /metrics over HTTP (``--http-port 0``), and the server being off by default."""
+"""A real node's /metrics over HTTP (``--http-port 0``) with its log in JSON lines."""
 
 import json
 import re
@@ -15,9 +15,7 @@ def _values(text: str) -> dict[str, float]:
 
 def test_metrics_of_a_running_node(nodes_factory):
     node = nodes_factory.start_node(extra_args=["--http-port", "0", "--log-format", "json"])
-    plain = nodes_factory.start_node()
     ports = json.loads((node.datadir / "ports.json").read_text())
-    assert "http" not in json.loads((plain.datadir / "ports.json").read_text())
     node.generate(3, test_address(9))
     node.getinfo()
     reply = httpx.get(f"http://127.0.0.1:{ports['http']}/metrics", timeout=10)

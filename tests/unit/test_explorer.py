@@ -187,5 +187,6 @@ def test_two_nodes_do_not_share_a_registry(chain, tmp_path):
     try:
         text = other.metrics.render().decode()
         assert "microcash_blocks_connected_total 0.0" in text
+        assert other.http_port is None  # no explorer unless --http-port is given
     finally:
         other.store.close()
