@@ -41,7 +41,7 @@ def chain(tmp_path_factory):
     def mine(*txs):
         block = make_block(node.rpc_methods["getblock"](node.chain.height), txs)
         result, change = node.chain.add_block(block.encode())
-        node.metrics.on_tip_change(change.connected, change.disconnected)
+        node._after_tip_change(change)  # metrics, mempool, tip watchers: as process_block
         assert result.status.name == "CONNECTED", result
         return block
 
@@ -159,6 +159,20 @@ def test_bad_input_answers_with_a_page(chain, path, status):
     assert reply.status_code == status
     if path != "/nope":
         assert 'id="error"' in reply.text
+
+
+def test_pooled_transaction_is_listed_and_shown(chain):
+    node, client = chain["node"], chain["client"]
+    tx = make_transfer(BOB_SEED, node.genesis_hash, 2, 1, DAVE, 777)
+    node.mempool.add(tx)
+    try:
+        txid = tx.txid().hex()
+        assert f"/tx/{txid}" in client.get("/").text
+        page = client.get(f"/tx/{txid}")
+        assert page.status_code == 200 and "In the mempool" in page.text
+    finally:
+        node.mempool.reset(node.store.snapshot_state(), node.chain.height,
+                           node.vdf_for(node.chain.tip.hash)[0], [], {tx.txid()}, None)
 
 
 def test_metrics(chain):
