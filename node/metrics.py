@@ -5,7 +5,7 @@ so several nodes in one process — tests — do not collide). Two kinds of seri
 
 - read at scrape time from the node (``NodeCollector``): height, best header height,
   peers, mempool transactions and bytes, live escrows, burned and issued units, banned
-  IPs;
+  IPs and the bans made so far;
 - counted as things happen (hooks the node calls): blocks connected, their connect time
   (histogram, seconds per block), reorgs and the blocks they disconnected, tickets
   redeemed by connected blocks, RPC request latency per method.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from consensus.state import get_burned, get_issued, iter_escrows
@@ -80,6 +80,8 @@ class NodeCollector:
                      get_issued(state))
         yield _gauge("microcash_banned_ips", "IP addresses banned now (SPEC §11).",
                      _banned(node))
+        yield CounterMetricFamily("microcash_bans", "Bans of misbehaving peers' IPs made.",
+                                  value=node.network.bans.bans_made)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

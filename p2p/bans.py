@@ -12,10 +12,12 @@ class BanList:
 
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
+        self.bans_made = 0  # ban() calls so far (metrics: microcash_bans_total)
 
     def ban(self, ip: str, seconds: float) -> None:
         """Refuse `ip` for `seconds` from now (extends an existing ban)."""
         now = trio.current_time()
+        self.bans_made += 1
         if len(self._until) >= PURGE_ABOVE:
             self._until = {key: t for key, t in self._until.items() if t > now}
         until = now + seconds

@@ -194,6 +194,7 @@ def test_metrics(chain):
     assert values["microcash_peers"] == 0
     assert values['microcash_rpc_request_seconds_count{method="getinfo"}'] == 1
     assert values["microcash_reorgs_total"] == 0
+    assert values["microcash_bans_total"] == 0
 
 
 def test_two_nodes_do_not_share_a_registry(chain, tmp_path):
