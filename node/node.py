@@ -22,8 +22,8 @@ from consensus.tx import Tx
 from consensus.vdf import compute_vdf
 from node.blockindex import FAILED, HAVE_DATA
 from node.chainstate import ChainState, TipChange
-from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.explorer import ExplorerData, make_app, serve_http
+from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.metrics import NodeMetrics
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
