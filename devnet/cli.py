@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from devnet.launcher import Devnet, DevnetError
+from devnet.progress import Progress
 
 DEFAULT_ROOT = Path(".devnet")
 
@@ -34,10 +35,11 @@ def up(root, nodes, miners, chain, tls):
     """Write genesis + dev wallet, start N nodes on 127.0.0.1 and connect them."""
     devnet = Devnet(root, chain=chain)
     try:
-        devnet.up(nodes, miners=min(miners, nodes))
+        started = devnet.up(nodes, miners=min(miners, nodes), progress=Progress())
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"devnet up in {devnet.root}; dev keys in {devnet.wallet_dir} (empty passphrase)")
+    click.echo(f"explorer: {started[0].explorer_url} (metrics at {started[0].explorer_url}metrics)")
     click.echo(f"try: microcash-wallet --wallet-dir {devnet.wallet_dir} "
                f"--datadir {devnet.root / 'node0'} balance customer")
     if tls:
@@ -62,7 +64,8 @@ def status(root):
             click.echo(f"{r['node']}: running (pid {r['pid']}), RPC not answering")
         else:
             click.echo(f"{r['node']}: height {r['height']} tip {r['tip'][:16]}… "
-                       f"peers {r['peers']} (p2p {r['p2p']}, rpc {r['rpc']})")
+                       f"peers {r['peers']} (p2p {r['p2p']}, rpc {r['rpc']}"
+                       f"{', explorer ' + r['explorer'] if r['explorer'] else ''})")
 
 
 @cli.command()
@@ -81,11 +84,21 @@ def down(root):
 @click.option("--tls", is_flag=True,
               help="Merchants serve HTTPS with a certificate of a local CA made for the "
                    "demo (DIR/tls); every connection to them verifies it.")
-def demo(nodes, demo_root, tls):
-    """Run the MicroCash scenario on a fresh devnet; exit 1 if any checked fact fails."""
+@click.option("--hold/--no-hold", default=None,
+              help="After the summary keep the devnet (and its explorer) running until "
+                   "Ctrl-C. Default: hold on an interactive terminal, not in CI or a pipe.")
+def demo(nodes, demo_root, tls, hold):
+    """Run the MicroCash scenario on a fresh devnet; exit 1 if any checked fact fails.
+
+    Progress bars on a terminal, plain lines otherwise; the summary ends with the URL of
+    the customer node's block explorer.
+    """
     from devnet.demo import run_demo
+    progress = Progress(say=click.echo)
+    if hold is None:
+        hold = progress.interactive
     try:
-        ok = run_demo(demo_root.resolve(), nodes, say=lambda m: click.echo(m), tls=tls)
+        ok = run_demo(demo_root.resolve(), nodes, progress=progress, hold=hold, tls=tls)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(0 if ok else 1)

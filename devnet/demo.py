@@ -11,15 +11,20 @@
    watch sends the CHEAT_PROOF, and the penalty is burned before the seqno's draw.
 5. Every draw is shown; the merchants redeem their winners automatically; at ``t_refund``
    the residue returns to the owners.
+6. The customer's node's block explorer is checked to answer, and its URL printed. On a
+   terminal (``hold``) the devnet then keeps running until Ctrl-C so the explorer can be
+   browsed; otherwise (CI, a pipe) it is stopped at once.
 
 Each fact below is checked; ``run_demo`` returns False if any fails.
 """
 
 import json
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -37,6 +42,7 @@ from consensus.tx import make_escrow_create
 from devnet.ca import LocalCa, make_local_ca
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, DevnetError, NodeInfo, wait_until
+from devnet.progress import Progress, Task
 from wallet.customer.issuer import TicketIssuer, send_tickets
 
 
@@ -130,9 +136,11 @@ class Merchant:
 class Scenario:
     """The demo's steps against a running devnet."""
 
-    def __init__(self, devnet: Devnet, nodes: list[NodeInfo], say: Callable[[str], None]) -> None:
+    def __init__(self, devnet: Devnet, nodes: list[NodeInfo], progress: Progress) -> None:
         self.devnet = devnet
-        self.say = say
+        self.progress = progress
+        self.say = progress.say
+        self.explorer_url = nodes[min(1, len(nodes) - 1)].explorer_url
         self.params = get_params(devnet.chain)
         self.miner_rpc = nodes[0].client()
         self.customer_rpc = nodes[min(1, len(nodes) - 1)].client()
@@ -151,10 +159,17 @@ class Scenario:
         """Best height of the merchants' node: the one that judges ticket rounds."""
         return self.merchant_rpc.getinfo()["height"]
 
-    def wait_height(self, height: int, why: str, timeout: float = 120) -> None:
-        """Wait until the customer's and the merchants' nodes both reach ``height``."""
-        wait_until(lambda: min(self.height(), self.customer_rpc.getinfo()["height"]) >= height,
-                   timeout, f"height {height} ({why})", 0.1)
+    def wait_height(self, height: int, why: str, timeout: float = 120,
+                    task: Task | None = None) -> None:
+        """Wait until the customer's and the merchants' nodes both reach ``height``;
+        ``task`` (a progress bar counting blocks) follows the lower of the two."""
+        def reached() -> bool:
+            now = min(self.height(), self.customer_rpc.getinfo()["height"])
+            if task is not None:
+                task.update(now)
+            return now >= height
+
+        wait_until(reached, timeout, f"height {height} ({why})", 0.1)
 
     def balance(self, name: str) -> int:
         return self.customer_rpc.getaccount(dev_address(name).hex())["balance"]
@@ -192,25 +207,32 @@ class Scenario:
         """Issue every seqno, round by round, split between the two merchants."""
         held: dict[int, set[int]] = {0: set(), 1: set()}
         seed = dev_seed("customer")
-        for r in range(escrow.start, escrow.start + escrow.l_esc):
-            # Round r's tickets go out once round r-1 is current: merchants accept rounds
-            # cur-1 ... cur+1 (SPEC §4.1), so they stay acceptable for three blocks.
-            self.wait_height(r - 2, f"round {r}")
-            for index, merchant in enumerate(self.merchants):
-                tickets = issuer.issue(seed, self.genesis_hash, escrow, escrow_id, index,
-                                       escrow.tkt_rate // 2, r)
-                reply = send_tickets(merchant.url, tickets)
-                refused = {item["index"]: item["reason"] for item in reply["rejected"]}
-                held[index].update(t.seqno for i, t in enumerate(tickets) if i not in refused)
-                reasons = ", ".join(sorted(set(refused.values())))
-                self.facts.check(reply["accepted"] == len(tickets) and not refused,
-                                 f"round {r}: {merchant.name} accepted {reply['accepted']}/"
-                                 f"{len(tickets)} tickets (seqnos {tickets[0].seqno}–"
-                                 f"{tickets[-1].seqno}){' rejected: ' + reasons if reasons else ''}")
-                self.say(f"round {r}: {len(tickets)} tickets → {merchant.name}: "
-                         f"accepted {reply['accepted']}, rejected {len(refused)}"
-                         f"{' (' + reasons + ')' if reasons else ''}")
+        with self.progress.task("ticket rounds", escrow.l_esc, unit="rounds") as task:
+            for r in range(escrow.start, escrow.start + escrow.l_esc):
+                self._issue_round(issuer, escrow_id, escrow, seed, r, held)
+                task.advance()
         return held
+
+    def _issue_round(self, issuer: TicketIssuer, escrow_id: bytes, escrow: EscrowState,
+                     seed: bytes, r: int, held: dict[int, set[int]]) -> None:
+        """Round ``r``: half of its sequence numbers to each merchant."""
+        # Round r's tickets go out once round r-1 is current: merchants accept rounds
+        # cur-1 ... cur+1 (SPEC §4.1), so they stay acceptable for three blocks.
+        self.wait_height(r - 2, f"round {r}")
+        for index, merchant in enumerate(self.merchants):
+            tickets = issuer.issue(seed, self.genesis_hash, escrow, escrow_id, index,
+                                   escrow.tkt_rate // 2, r)
+            reply = send_tickets(merchant.url, tickets)
+            refused = {item["index"]: item["reason"] for item in reply["rejected"]}
+            held[index].update(t.seqno for i, t in enumerate(tickets) if i not in refused)
+            reasons = ", ".join(sorted(set(refused.values())))
+            self.facts.check(reply["accepted"] == len(tickets) and not refused,
+                             f"round {r}: {merchant.name} accepted {reply['accepted']}/"
+                             f"{len(tickets)} tickets (seqnos {tickets[0].seqno}–"
+                             f"{tickets[-1].seqno}){' rejected: ' + reasons if reasons else ''}")
+            self.say(f"round {r}: {len(tickets)} tickets → {merchant.name}: "
+                     f"accepted {reply['accepted']}, rejected {len(refused)}"
+                     f"{' (' + reasons + ')' if reasons else ''}")
 
     def cheat(self, escrow_id: bytes, escrow: EscrowState) -> int:
         """The cheater gives seqno 0 to both merchants (on different nodes) and nobody
@@ -225,8 +247,9 @@ class Scenario:
             self.say(f"cheater: seqno 0 → {merchant.name}: accepted {reply['accepted']}")
         return issued_at
 
-    def caught(self, escrow_id: bytes, escrow: EscrowState, issued_at: int) -> None:
-        """Check that a merchant's own cheat watch proved the duplicate before its draw."""
+    def caught(self, escrow_id: bytes, escrow: EscrowState, issued_at: int) -> str | None:
+        """Check that a merchant's own cheat watch proved the duplicate before its draw;
+        the CHEAT_PROOF's txid (None if none was confirmed)."""
         t_draw = compute_t_draw(self.params, escrow, 0)
         eid = escrow_id.hex()
 
@@ -242,7 +265,7 @@ class Scenario:
             wait_until(confirmed, 60, "a merchant's CHEAT_PROOF to confirm")
         except DevnetError:
             self.facts.check(False, "cheater caught by the merchants' own cheat watch")
-            return
+            return None
         merchant, proof = found[0]
         mined = (self.customer_rpc.gettransaction(proof["txid"]) or {}).get("height")
         state = self.customer_rpc.getescrow(eid)
@@ -254,39 +277,68 @@ class Scenario:
             f"(no hand-made proof)")
         self.say(f"{merchant.name}: CHEAT_PROOF {proof['txid'][:16]}… sent by its cheat watch, "
                  f"mined at height {mined} (seqno 0's draw is at {t_draw})")
+        return proof["txid"]
 
     def show_draws(self, escrow_id: bytes, escrow: EscrowState) -> dict[int, list[int]]:
         """Wait for and print every draw; check exactly k distinct in-range winners."""
         draws = {}
         k, a = escrow.winners_per_draw, escrow.draw_size
-        for g in range(escrow.groups):
-            t_draw = compute_t_draw(self.params, escrow, g)
-            self.wait_height(t_draw + 1, f"draw {g}")
-            winners = self.customer_rpc.getdraw(escrow_id.hex(), g)["winners"]
-            draws[g] = winners
-            ok = (len(winners) == k == len(set(winners))
-                  and all(g * a <= s < (g + 1) * a for s in winners))
-            self.facts.check(ok, f"draw {g} (t_draw {t_draw}): {len(winners)} distinct winners "
-                                 f"in {g * a}–{(g + 1) * a - 1}, expected p·tkt_rate·draw_len = {k}")
-            self.say(f"draw {g} at block {t_draw + 1}: winners {sorted(winners)}")
+        with self.progress.task("draws", escrow.groups, unit="draws") as task:
+            for g in range(escrow.groups):
+                draws[g] = self._show_draw(escrow_id, escrow, g, k, a)
+                task.advance()
         return draws
 
+    def _show_draw(self, escrow_id: bytes, escrow: EscrowState, g: int, k: int,
+                   a: int) -> list[int]:
+        """Wait for draw ``g``, print and check its winners."""
+        t_draw = compute_t_draw(self.params, escrow, g)
+        self.wait_height(t_draw + 1, f"draw {g}")
+        winners = self.customer_rpc.getdraw(escrow_id.hex(), g)["winners"]
+        ok = (len(winners) == k == len(set(winners))
+              and all(g * a <= s < (g + 1) * a for s in winners))
+        self.facts.check(ok, f"draw {g} (t_draw {t_draw}): {len(winners)} distinct winners "
+                             f"in {g * a}–{(g + 1) * a - 1}, expected p·tkt_rate·draw_len = {k}")
+        self.say(f"draw {g} at block {t_draw + 1}: winners {sorted(winners)}")
+        return winners
 
-def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print,
-             tls: bool = False) -> bool:
+    def check_explorer(self, cheat_txid: str | None) -> None:
+        """The customer's node serves its explorer: the front page and the page of the
+        cheat proof (the escrows themselves are refunded and gone by now)."""
+        url = self.explorer_url
+        try:
+            front = httpx.get(url, timeout=10)
+            page = httpx.get(f"{url}tx/{cheat_txid}" if cheat_txid else url, timeout=10)
+            ok = (front.status_code == page.status_code == 200
+                  and "MicroCash explorer" in front.text)
+            why = f"HTTP {front.status_code}, {page.status_code}"
+        except (httpx.HTTPError, TypeError) as exc:
+            ok, why = False, str(exc) or type(exc).__name__
+        self.facts.check(ok, f"explorer answers at {url} ({why})")
+
+
+def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print, *,
+             progress: Progress | None = None, hold: bool = False,
+             hold_seconds: float | None = None, tls: bool = False) -> bool:
     """Run the whole scenario in a fresh devnet at ``root``; True if every fact holds.
 
-    ``tls``: the merchants serve HTTPS with a certificate of a local CA made in
-    ``root/tls`` (``devnet.ca``), and every connection to them verifies it."""
+    ``progress`` shows bars (default: plain lines through ``say``). With ``hold`` the
+    devnet and merchants keep running after the summary, with the explorer's URL printed,
+    until Ctrl-C (or ``hold_seconds``); then everything is stopped. ``tls``: the
+    merchants serve HTTPS with a certificate of a local CA made in ``root/tls``
+    (``devnet.ca``), and every connection to them verifies it.
+    """
+    progress = progress or Progress(interactive=False, say=say)
+    say = progress.say
     if root.exists():
         Devnet(root).down(log=say)
         shutil.rmtree(root)
     devnet = Devnet(root)
     say(f"starting a {nodes}-node devnet in {root}")
-    node_infos = devnet.up(nodes, log=say)
+    node_infos = devnet.up(nodes, log=say, progress=progress)
     scenario = None
     try:
-        scenario = Scenario(devnet, node_infos, say)
+        scenario = Scenario(devnet, node_infos, progress)
         if tls:
             from wallet.tlsconfig import set_cafile
 
@@ -294,17 +346,27 @@ def run_demo(root: Path, nodes: int = 3, say: Callable[[str], None] = print,
             set_cafile(scenario.tls.cacert)  # send_tickets verifies the merchants with it
             say(f"TLS: merchants serve HTTPS with a certificate of the local CA "
                 f"{scenario.tls.cacert}")
-        return _run(scenario, devnet, root, say)
+        ok = _run(scenario, devnet, root, say)
+        if hold:
+            say(f"explorer: {scenario.explorer_url} — the devnet keeps running; "
+                "press Ctrl-C to stop it")
+            _hold(hold_seconds)
+        return ok
     finally:
         if scenario is not None:
             for merchant in scenario.merchants:
                 merchant.stop()
         devnet.down(log=say)
+        if scenario is not None and not hold:
+            say(f"explorer: {scenario.explorer_url} (it answered while the devnet ran; the "
+                "devnet is stopped now — `microcash-devnet demo --hold` keeps it up)")
 
 
 def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) -> bool:
     say(f"waiting for the devnet to warm up (difficulty retargets) to height {WARMUP_HEIGHT}…")
-    s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300)
+    say(f"meanwhile, watch it in the explorer: {s.explorer_url}")
+    with s.progress.task("warm-up", WARMUP_HEIGHT, unit="blocks") as task:
+        s.wait_height(WARMUP_HEIGHT, "warm-up", timeout=300, task=task)
     for name, node in zip(MERCHANTS, s.merchant_nodes):
         s.merchants.append(Merchant(name, devnet.wallet_dir, node.datadir, root, s.tls))
         say(f"{name} ({encode_address(dev_address(name))[:20]}…) serving at "
@@ -325,13 +387,17 @@ def _run(s: Scenario, devnet: Devnet, root: Path, say: Callable[[str], None]) ->
     with TicketIssuer(root / "issuer") as issuer:
         cheated_at = s.cheat(eid_x, esc_x)
         held = s.issue_rounds(issuer, eid_c, esc_c)
-    s.caught(eid_x, esc_x, cheated_at)
+    cheat_txid = s.caught(eid_x, esc_x, cheated_at)
     burned = s.customer_rpc.getinfo()["burned"]
     s.facts.check(burned == esc_x.penalty_balance,
                   f"cheater's penalty burned: {burned} units (penalty {esc_x.penalty_balance})")
     draws = s.show_draws(eid_c, esc_c)
-    s.wait_height(max(esc_c.t_refund, esc_x.t_refund), "refunds")
+    refund_at = max(esc_c.t_refund, esc_x.t_refund)
+    with s.progress.task("until the refunds", refund_at, unit="blocks",
+                         start=s.height()) as task:
+        s.wait_height(refund_at, "refunds", task=task)
     _check_outcome(s, eid_c, esc_c, eid_x, esc_x, held, draws, start_balance)
+    s.check_explorer(cheat_txid)
     say("")
     say("==================== MicroCash demo summary ====================")
     for ok, text in s.facts.lines:
@@ -350,6 +416,24 @@ def _fees_paid(rpc, sender: bytes, first_height: int) -> int:
         block = Block.decode(bytes.fromhex(rpc.getblock(height, 0)))
         total += sum(tx.fee for tx in block.txs[1:] if tx.sender == sender)
     return total
+def _hold(seconds: float | None) -> None:
+    """Sleep until Ctrl-C or SIGTERM (or ``seconds``), which end the hold quietly; the
+    caller then stops the devnet. The handlers are installed here because a process
+    started in the background inherits SIGINT ignored."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowState,
@@ -389,8 +473,14 @@ def _check_outcome(s: Scenario, eid_c, esc_c: EscrowState, eid_x, esc_x: EscrowS
     s.facts.check(customer == start_balance["customer"] - total_paid,
                   f"customer: refund {refund} units at t_refund; balance {customer} = "
                   f"start − {total_paid} paid to merchants")
-    accounts = sum(s.balance(n) for n in ("miner", "customer", "cheater", *MERCHANTS))
-    info = rpc.getinfo()
+    # node0 keeps mining: read the balances and the totals at one tip (a block connected
+    # between the reads would add a block reward to one side only).
+    for _ in range(10):
+        before = rpc.getinfo()["best_hash"]
+        accounts = sum(s.balance(n) for n in ("miner", "customer", "cheater", *MERCHANTS))
+        info = rpc.getinfo()
+        if info["best_hash"] == before:
+            break
     s.facts.check(accounts + info["burned"] == info["supply"],
                   f"money conservation: accounts {accounts} + burned {info['burned']} "
                   f"= supply {info['supply']} (premine + minted)")

@@ -23,6 +23,7 @@ from typing import Callable
 
 from consensus.address import encode_address
 from consensus.genesis import genesis_document
+from devnet.progress import Progress
 from devnet.keys import DEV_KEY_NAMES, dev_address, dev_premine, dev_seed
 from wallet.keystore import Keystore
 from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError
@@ -44,6 +45,12 @@ class NodeInfo:
     datadir: Path
     p2p: int
     rpc: int
+    http: int | None = None  # the explorer and /metrics (--http-port), if served
+
+    @property
+    def explorer_url(self) -> str | None:
+        """``http://127.0.0.1:PORT/`` of this node's explorer, or None."""
+        return None if self.http is None else f"http://127.0.0.1:{self.http}/"
 
     def client(self, timeout: float = 30) -> RpcClient:
         """A JSON-RPC client for this node."""
@@ -86,8 +93,8 @@ class Devnet:
         if not self.meta_path.exists():
             return []
         meta = json.loads(self.meta_path.read_text())
-        return [NodeInfo(n["index"], n["pid"], Path(n["datadir"]), n["p2p"], n["rpc"])
-                for n in meta["nodes"]]
+        return [NodeInfo(n["index"], n["pid"], Path(n["datadir"]), n["p2p"], n["rpc"],
+                         n.get("http")) for n in meta["nodes"]]
 
     def running(self) -> list[NodeInfo]:
         """Recorded nodes whose process still runs."""
@@ -97,7 +104,7 @@ class Devnet:
         meta = {"chain": self.chain, "genesis": str(self.genesis_path),
                 "wallet_dir": str(self.wallet_dir),
                 "nodes": [{"index": n.index, "pid": n.pid, "datadir": str(n.datadir),
-                           "p2p": n.p2p, "rpc": n.rpc} for n in nodes]}
+                           "p2p": n.p2p, "rpc": n.rpc, "http": n.http} for n in nodes]}
         self.meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
     # -- up ------------------------------------------------------------------------------
@@ -112,28 +119,37 @@ class Devnet:
             if not store.has(name):
                 store.create(name, "", seed=dev_seed(name), allow_empty=True)
 
-    def up(self, n: int, *, miners: int = 1, log: Callable[[str], None] = print) -> list[NodeInfo]:
+    def up(self, n: int, *, miners: int = 1, log: Callable[[str], None] = print,
+           progress: Progress | None = None) -> list[NodeInfo]:
         """Start ``n`` nodes (the first ``miners`` mine to the ``miner`` key), connect them
-        in a star around node 0, and wait until each has a peer. Raises ``DevnetError``."""
+        in a star around node 0, and wait until each has a peer. Each node serves its
+        explorer and ``/metrics`` (``--http-port 0``). ``progress`` shows a bar per phase
+        (default: plain lines through ``log``). Raises ``DevnetError``."""
         if n < 1:
             raise DevnetError("a devnet needs at least one node")
         if self.running():
             raise DevnetError(f"a devnet is already running in {self.root}; "
                               "run `microcash-devnet down` first")
         self.prepare()
+        progress = progress or Progress(interactive=False, say=log)
         nodes: list[NodeInfo] = []
         try:
-            for i in range(n):
-                connect = [f"127.0.0.1:{nodes[0].p2p}"] if nodes else []
-                mine = encode_address(dev_address("miner")) if i < miners else None
-                nodes.append(self._start_node(i, connect, mine))
-                self._save(nodes)
-                log(f"node{i}: pid {nodes[-1].pid}, p2p 127.0.0.1:{nodes[-1].p2p}, "
-                    f"rpc 127.0.0.1:{nodes[-1].rpc}{' (mining)' if mine else ''}")
+            with progress.task("starting nodes", n, unit="nodes") as started:
+                for i in range(n):
+                    connect = [f"127.0.0.1:{nodes[0].p2p}"] if nodes else []
+                    mine = encode_address(dev_address("miner")) if i < miners else None
+                    nodes.append(self._start_node(i, connect, mine))
+                    self._save(nodes)
+                    progress.say(f"node{i}: pid {nodes[-1].pid}, p2p 127.0.0.1:{nodes[-1].p2p},"
+                                 f" rpc 127.0.0.1:{nodes[-1].rpc}, explorer "
+                                 f"{nodes[-1].explorer_url}{' (mining)' if mine else ''}")
+                    started.advance()
             if n > 1:
-                for node in nodes:
-                    wait_until(lambda node=node: self._peers(node) >= 1, START_TIMEOUT,
-                               f"node{node.index} to connect to a peer")
+                with progress.task("connecting peers", n, unit="nodes") as connected:
+                    for node in nodes:
+                        wait_until(lambda node=node: self._peers(node) >= 1, START_TIMEOUT,
+                                   f"node{node.index} to connect to a peer")
+                        connected.advance()
         except BaseException:
             self.down(log=lambda _msg: None)
             raise
@@ -144,7 +160,8 @@ class Devnet:
         datadir.mkdir(parents=True, exist_ok=True)
         (datadir / "ports.json").unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "node", "--datadir", str(datadir), "--chain", self.chain,
-               "--genesis", str(self.genesis_path), "--p2p-port", "0", "--rpc-port", "0"]
+               "--genesis", str(self.genesis_path), "--p2p-port", "0", "--rpc-port", "0",
+               "--http-port", "0"]
         for peer in connect:
             cmd += ["--connect", peer]
         if mine:
@@ -162,7 +179,7 @@ class Devnet:
 
         wait_until(ready, START_TIMEOUT, f"node{index} to listen")
         ports = json.loads(ports_file.read_text())
-        return NodeInfo(index, proc.pid, datadir, ports["p2p"], ports["rpc"])
+        return NodeInfo(index, proc.pid, datadir, ports["p2p"], ports["rpc"], ports.get("http"))
 
     @staticmethod
     def _peers(node: NodeInfo) -> int:
@@ -178,7 +195,8 @@ class Devnet:
         rows = []
         for node in self.nodes():
             row = {"node": f"node{node.index}", "pid": node.pid, "running": False,
-                   "height": None, "tip": None, "peers": None, "rpc": node.rpc, "p2p": node.p2p}
+                   "height": None, "tip": None, "peers": None, "rpc": node.rpc, "p2p": node.p2p,
+                   "explorer": node.explorer_url}
             if _pid_runs(node.pid, node.datadir):
                 row["running"] = True
                 try:

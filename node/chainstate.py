@@ -57,11 +57,12 @@ class ChainState:
         self.store = store
         self.clock = clock
         self.prepare = prepare
+        self.on_connected: Callable[[float], None] | None = None  # metrics: seconds per block
         self.genesis = make_genesis(params)
         self.genesis_hash = self.genesis.hash()
         self.index = BlockIndex()
         self._received: dict[bytes, tuple[Block, Container]] = {}
-        self._progress_at = 0.0
+        self._progress_at = 0.0  # when the last UpdateTip line was written (set by _load)
         self._progress_height = 0
         self._best_header: IndexEntry | None = None
         if store.get_tip() is None:
@@ -97,6 +98,8 @@ class ChainState:
                                "use another --datadir")
         tip = self.index.get(self.store.get_tip())
         self.index.main = [tip.get_ancestor(h) for h in range(tip.height + 1)]
+        # The first UpdateTip line measures its rate from start-up.
+        self._progress_at, self._progress_height = time.monotonic(), tip.height
         log.info("chain loaded: height %d tip %s (%d headers known)", tip.height,
                  tip.hash.hex()[:16], len(self.index.entries))
 
@@ -263,6 +266,7 @@ class ChainState:
         return change
 
     def _connect(self, entry: IndexEntry, written: set[bytes]) -> Block:
+        started = time.perf_counter()
         received = self._received.get(entry.hash)
         if received is not None:
             block, verified = received
@@ -277,6 +281,8 @@ class ChainState:
                                   block.txids())
         written.update(view.writes)
         self.index.main.append(entry)
+        if self.on_connected is not None:
+            self.on_connected(time.perf_counter() - started)
         self._log_tip(entry, len(block.txs))
         return block
 
@@ -305,9 +311,10 @@ class ChainState:
             return
         elapsed = now - self._progress_at if self._progress_at else 0.0
         rate = (entry.height - self._progress_height) / elapsed if elapsed else 0.0
-        log.info("UpdateTip: height %d/%d best %s txs %d (%.1f blocks/s)", entry.height,
-                 max(entry.height, self.best_header_height()), entry.hash.hex()[:16], ntx,
-                 rate)
+        best = max(entry.height, self.best_header_height())
+        log.info("UpdateTip: height %d/%d (%s) best %s txs %d (%.1f blocks/s%s)",
+                 entry.height, best, format_progress(entry.height, best),
+                 entry.hash.hex()[:16], ntx, rate, format_eta(best - entry.height, rate))
         self._progress_at, self._progress_height = now, entry.height
 
     def note_header(self, entry: IndexEntry) -> None:
@@ -315,6 +322,23 @@ class ChainState:
         best = self._best_header
         if best is None or entry.chainwork > best.chainwork:
             self._best_header = entry
+
+
+def format_progress(height: int, best: int) -> str:
+    """Sync progress as a percentage of the best known header height, e.g. ``"42.5%"``."""
+    return "100%" if height >= best else f"{100.0 * height / max(best, 1):.1f}%"
+
+
+def format_eta(remaining: int, rate: float) -> str:
+    """``", ETA 1m20s"`` for ``remaining`` blocks at ``rate`` blocks/s; empty when
+    synced or when no rate is known yet."""
+    if remaining <= 0 or rate <= 0:
+        return ""
+    seconds = int(remaining / rate + 0.5)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    return f", {remaining} to go, ETA {text}"
 
 
 class MainHashes(Sequence):

@@ -23,6 +23,7 @@ import trio
 from consensus.address import decode_address
 from consensus.params import PROFILES, get_params
 from node.genesis import GenesisError, load_genesis
+from node.logsetup import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, LOG_FORMATS, setup_logging
 from node.store import StoreError, _first_line
 
 log = logging.getLogger("node")
@@ -78,16 +79,6 @@ def _check_port(what: str, port: int) -> None:
                 _cannot_start(f"{what} port 127.0.0.1:{port} is already in use "
                               f"(another node? choose another --{what}-port)")
             _cannot_start(f"cannot bind the {what} port 127.0.0.1:{port}: {_describe(exc)}")
-
-
-def _setup_logging(datadir: Path, level: str) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.raiseExceptions = False  # a full disk must not turn log lines into tracebacks
-    root = logging.getLogger()
-    root.setLevel(level)
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(datadir / "node.log")):
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
 
 
 def _parse_hostport(value: str) -> tuple[str, int]:
@@ -161,8 +152,19 @@ async def _watch_signals(node) -> None:
                    "per byte than the cheapest pooled one, which it evicts.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True)
+# -- operators' view (DESIGN "Operators' view"): explorer + /metrics, log format, rotation
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the block explorer and Prometheus /metrics on 127.0.0.1:PORT "
+                   "(0 = pick one, see <datadir>/ports.json). Off unless given.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True,
+              help="text: one human line per record; json: one JSON object per line "
+                   "{ts, level, logger, msg} for log shippers.")
+@click.option("--log-max-bytes", type=click.IntRange(0, None), default=DEFAULT_MAX_BYTES,
+              show_default=True, help="Rotate node.log when it reaches this size (0 = never).")
+@click.option("--log-backups", type=click.IntRange(0, 1000), default=DEFAULT_BACKUPS,
+              show_default=True, help="Rotated logs kept (node.log.1 ... node.log.N).")
 def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex, workers,
-        mempool_max_txs, log_level):
+        mempool_max_txs, log_level, http_port, log_format, log_max_bytes, log_backups):
     """Run a MicroCash node: LevelDB store, P2P gossip, JSON-RPC, optional miner.
 
     Stop it with Ctrl-C, SIGTERM or the `stop` RPC; it resumes from its store on restart.
@@ -178,13 +180,16 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
         _cannot_start(str(exc))
     _check_datadir(datadir)
     try:
-        _setup_logging(datadir, log_level)
+        setup_logging(datadir / "node.log", log_level, log_format=log_format,
+                      max_bytes=log_max_bytes, backups=log_backups)
     except OSError as exc:
         _cannot_start(f"cannot write the log {datadir / 'node.log'}: {_describe(exc)}")
     global _logging_ready
     _logging_ready = True
     _check_port("p2p", p2p_port)
     _check_port("rpc", rpc_port)
+    if http_port is not None:
+        _check_port("http", http_port)
     from node.node import Node  # imported late so --help stays fast
     from node.storecheck import check_store, prepare_reindex
     reindex_order = None
@@ -194,7 +199,8 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
         else:
             check_store(datadir / "chain")
         node = Node(params, datadir, p2p_port=p2p_port, rpc_port=rpc_port, connect=peers,
-                    mine_address=mine_address, workers=workers)
+                    mine_address=mine_address, workers=workers,
+                    http_port=http_port)
         node.mempool.max_txs = mempool_max_txs
     except StoreError as exc:
         _cannot_start(str(exc))

@@ -23,7 +23,9 @@ from consensus.tx import REDEEM, Tx
 from consensus.vdf import compute_vdf
 from node.blockindex import FAILED, HAVE_DATA
 from node.chainstate import ChainState, TipChange
+from node.explorer import ExplorerData, make_app, serve_http
 from node.mempool import STATELESS_REASONS, Mempool, PolicyError
+from node.metrics import NodeMetrics
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
 from node.rpc import RpcServer
@@ -46,7 +48,8 @@ class Node:
 
     def __init__(self, params: ChainParams, datadir: Path, *, p2p_port: int = 0,
                  rpc_port: int = 0, connect: list[tuple[str, int]] = (),
-                 mine_address: bytes | None = None, workers: int = 2) -> None:
+                 mine_address: bytes | None = None, workers: int = 2,
+                 http_port: int | None = None, http_host: str = "127.0.0.1") -> None:
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
@@ -71,8 +74,14 @@ class Node:
                                         self.genesis_hash, self.workers.verify_many,
                                         self.network.send_to_peer)
         self.network.ticket_relay = self.ticket_watch
-        self.rpc = RpcServer(make_methods(self), host="127.0.0.1", port=rpc_port,
-                             cookie_path=datadir / ".cookie", batch_hook=self._preverify_batch)
+        # Operators' view: per-node metrics; the explorer reads through rpc_methods.
+        self.metrics = NodeMetrics(self)
+        self.chain.on_connected = self.metrics.on_block_connected
+        self.http_port, self.http_host = http_port, http_host  # None: no explorer
+        self.rpc_methods = make_methods(self)
+        self.rpc = RpcServer(self.metrics.instrument(self.rpc_methods), host="127.0.0.1",
+                             port=rpc_port, cookie_path=datadir / ".cookie",
+                             batch_hook=self._preverify_batch)
         # Blocks stored but not connected (a crash or a failed write between storing a
         # block and connecting it) are connected now, as Bitcoin Core's start-up
         # ActivateBestChain does; otherwise they would block their height forever.
@@ -90,9 +99,16 @@ class Node:
                 p2p_port = await nursery.start(self.network.run)
                 rpc_port = await nursery.start(self.rpc.serve)
                 nursery.start_soon(self.ticket_watch.run)
-                self._write_ports(p2p_port, rpc_port)
-                log.info("node up: chain %s height %d p2p 127.0.0.1:%d rpc 127.0.0.1:%d",
-                         self.params.name, self.chain.height, p2p_port, rpc_port)
+                http_port = None
+                if self.http_port is not None:
+                    app = make_app(ExplorerData(self), self.metrics)
+                    http_port = await nursery.start(serve_http, app, self.http_host,
+                                                    self.http_port)
+                self._write_ports(p2p_port, rpc_port, http_port)
+                log.info("node up: chain %s height %d p2p 127.0.0.1:%d rpc 127.0.0.1:%d%s",
+                         self.params.name, self.chain.height, p2p_port, rpc_port,
+                         f" explorer http://{self.http_host}:{http_port}/"
+                         if http_port is not None else "")
                 if self.mine_address is not None:
                     nursery.start_soon(self.mine_forever, self.mine_address)
                 await self.stop_requested.wait()
@@ -120,9 +136,12 @@ class Node:
             return
         self.stop_requested.set()
 
-    def _write_ports(self, p2p_port: int, rpc_port: int) -> None:
+    def _write_ports(self, p2p_port: int, rpc_port: int, http_port: int | None = None) -> None:
+        ports = {"p2p": p2p_port, "rpc": rpc_port}
+        if http_port is not None:
+            ports["http"] = http_port  # the explorer and /metrics (--http-port)
         tmp = self.datadir / "ports.json.tmp"
-        tmp.write_text(json.dumps({"p2p": p2p_port, "rpc": rpc_port}))
+        tmp.write_text(json.dumps(ports))
         os.replace(tmp, self.datadir / "ports.json")
 
     # -- VDF of the tip ------------------------------------------------------------------
@@ -173,6 +192,7 @@ class Node:
         if change.disconnected:
             log.info("reorg: %d blocks disconnected, %d connected, tip %d",
                      len(change.disconnected), len(change.connected), self.chain.height)
+        self.metrics.on_tip_change(change.connected, change.disconnected)
         self._reset_mempool(change)
         self._watch_blocks(change)
         self.network.announce_block(self.chain.tip.hash)

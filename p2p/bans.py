@@ -12,10 +12,12 @@ class BanList:
 
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
+        self.bans_made = 0  # ban() calls so far (metrics: microcash_bans_total)
 
     def ban(self, ip: str, seconds: float) -> None:
         """Refuse `ip` for `seconds` from now (extends an existing ban)."""
         now = trio.current_time()
+        self.bans_made += 1
         if len(self._until) >= PURGE_ABOVE:
             self._until = {key: t for key, t in self._until.items() if t > now}
         until = now + seconds
@@ -35,6 +37,10 @@ class BanList:
     def is_banned(self, ip: str) -> bool:
         """True if `ip` is currently banned."""
         return self.remaining(ip) > 0
+
+    def active(self) -> int:
+        """How many IPs are banned now (expired entries are dropped); trio clock."""
+        return sum(1 for ip in list(self._until) if self.is_banned(ip))
 
     def __len__(self) -> int:
         return len(self._until)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devnet.launcher import Devnet
@@ -22,6 +23,10 @@ def test_up_status_down_stops_exactly_its_processes(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         nodes = Devnet(root).running()
         assert len(nodes) == 3
+        assert f"explorer: {nodes[0].explorer_url}" in up.stdout
+        page = httpx.get(nodes[0].explorer_url, timeout=10)
+        assert page.status_code == 200 and "MicroCash explorer" in page.text
+        assert "microcash_height" in httpx.get(nodes[0].explorer_url + "metrics").text
         status = run("--dir", str(root), "status")
         assert status.returncode == 0, status.stderr
         lines = [l for l in status.stdout.splitlines() if l.startswith("node")]
@@ -45,4 +50,6 @@ def test_demo_scenario_holds(tmp_path: Path) -> None:
     assert "result: all facts hold" in out
     assert "[FAILED]" not in out
     assert "2000 tickets issued" in out
+    assert "[ok] explorer answers at http://127.0.0.1:" in out
+    assert out.rstrip().splitlines()[-1].startswith("explorer: http://127.0.0.1:")
     assert Devnet(tmp_path / "demo").running() == []

@@ -35,7 +35,7 @@ import trio
 from hypercorn.config import Config
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consensus.escrow import (EscrowState, compute_group_of_seqno, compute_round_of_seqno,
@@ -49,6 +49,8 @@ from wallet.merchant.channel_store import ChannelStore
 from wallet.merchant.cheatwatch import CheatWatch
 from wallet.merchant.closer import Closer
 from wallet.merchant.pos_gossip import PosConfig
+from wallet.merchant.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from wallet.merchant.metrics import MerchantMetrics
 from wallet.merchant.redeemer import DEFAULT_FEE, Redeemer
 from wallet.rpcclient import RpcClient
 from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
@@ -287,6 +289,7 @@ class MerchantService:
         self._accept_lock = trio.Lock()
         self._stored = 0  # accepted-ticket writes so far: tells a request whether to re-check
         self.cheatwatch: CheatWatch | None = None  # automatic cheat proofs (issue 8), if run
+        self.metrics = MerchantMetrics(store.summaries)  # GET /metrics
 
     async def submit(self, body: bytes) -> dict[str, Any]:
         """Check and durably store a batch of tickets (SPEC §4.1, §13).
@@ -449,6 +452,7 @@ class MerchantService:
             check_content_type(request.headers.get("content-type"))
             body = await _read_body(request, MAX_BODY_BYTES)
             result = await self.submit(body)
+            self.metrics.on_submit(result)
         except RequestError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except NodeError as exc:
@@ -463,14 +467,19 @@ class MerchantService:
         return JSONResponse(self.cheatwatch.status() if self.cheatwatch is not None
                             else {"proofs": [], "node_watch": False})
 
+    async def _get_metrics(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
     def asgi_app(self) -> Starlette:
         """The Starlette app with ``POST /v1/tickets`` and ``GET /v1/status`` (SPEC §13),
+        ``GET /metrics`` (Prometheus, ``wallet.merchant.metrics``),
         plus ``POST /v1/vouchers`` and ``GET /v1/channels`` with ``channels`` (SPEC §16)."""
         routes = [Route("/v1/tickets", self._post_tickets, methods=["POST"]),
                   Route("/v1/status", self._get_status, methods=["GET"]),
                   terms_route(self.terms, self.merchant_pubkey, self._view.params,
                               self._view.genesis_hash),
-                  Route("/v1/cheats", self._get_cheats, methods=["GET"])]
+                  Route("/v1/cheats", self._get_cheats, methods=["GET"]),
+                  Route("/metrics", self._get_metrics, methods=["GET"])]
         if self.channels is not None:
             routes += self.channels.routes()
         return Starlette(routes=routes)
@@ -574,6 +583,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
         await trio.to_thread.run_sync(verifier.start)
         try:
             service = MerchantService(merchant_pubkey, store, view, verifier, channels, terms)
+            view.send_raw_transaction = service.metrics.count_sends(view.send_raw_transaction)
             if cheat_watch:
                 service.cheatwatch = CheatWatch(merchant_seed, store, view, rpc, fee=fee)
             redeemer = Redeemer(merchant_seed, store, view, fee=fee)
