@@ -26,6 +26,7 @@ import trio
 from consensus.channel import ChannelState
 from consensus.errors import ConsensusError
 from consensus.escrow import EscrowState
+from consensus.micropay import MpEscrowState
 from consensus.params import ChainParams
 from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError, resolve_params
 
@@ -94,6 +95,10 @@ class ChainView(Protocol):
 
     async def channel(self, channel_id: bytes) -> ChannelState | None:
         """The open payment channel (SPEC §16), or ``None`` once closed or expired."""
+        ...
+
+    async def mp_escrow(self, mp_escrow_id: bytes) -> MpEscrowState | None:
+        """The MP escrow (SPEC §15), or ``None`` once claimed or refunded."""
         ...
 
     # Optional: ``async def wait_for_new_block(self, timeout: float, after: int | None)
@@ -328,6 +333,19 @@ class RpcChainView:
             return ChannelState.from_rpc(result)
         except (KeyError, TypeError, ValueError):
             raise _malformed("getchannel", result) from None
+
+    async def mp_escrow(self, mp_escrow_id: bytes) -> MpEscrowState | None:
+        """``getmpescrow`` parsed by ``MpEscrowState.from_rpc`` (not cached: a payee judges
+        each MICROPAY ticket by the current state); ``None`` once claimed or refunded."""
+        result = await self._call("getmpescrow", mp_escrow_id.hex())
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise _malformed("getmpescrow", result)
+        try:
+            return MpEscrowState.from_rpc(result)
+        except (KeyError, TypeError, ValueError):
+            raise _malformed("getmpescrow", result) from None
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
         """``sendrawtransaction``; the txid, or ``NodeRejected`` with the reject reason."""

@@ -101,11 +101,14 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
 @click.option("--close-margin", type=click.IntRange(min=0), default=2, show_default=True,
               help="Blocks before a channel's last closable height (expiry_height - 1) at "
                    "which its CHANNEL_CLOSE is sent; vouchers are refused from then on.")
+@click.option("--mp-price", type=UNITS, default=0, show_default=True,
+              help="UNITS of expected value (amount x 2^-win_bits) each MICROPAY ticket must "
+                   "carry at least (SPEC §15).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
-                   workers: int, channel_price: int, close_margin: int,
+                   workers: int, channel_price: int, close_margin: int, mp_price: int,
                    log_level: str) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
@@ -113,13 +116,16 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     winning ticket inside its redeem window (t_draw+1 ... t_expire). Also takes payment
     channel vouchers (POST /v1/vouchers, GET /v1/channels, SPEC §16), keeps the best one
     per channel in merchants/NAME/channels, closes each channel --close-margin blocks
-    before its deadline and proves an equivocating payer with CHANNEL_CHEAT. Needs the
-    node (--datadir). Runs until Ctrl-C or SIGTERM.
+    before its deadline and proves an equivocating payer with CHANNEL_CHEAT. And MICROPAY
+    (SPEC §15): hands out commitments (POST /v1/mp/commitments), takes tickets (POST
+    /v1/mp/tickets), keeps them in merchants/NAME/micropay and claims each winner with
+    MP_CLAIM. Needs the node (--datadir). Runs until Ctrl-C or SIGTERM.
     """
     import trio
 
     from wallet.merchant.chainview import NodeError
     from wallet.merchant.channel_store import ChannelStoreError
+    from wallet.merchant.mp_store import MpStoreError
     from wallet.merchant.ticketstore import StoreError
 
     directory = merchant_dir(wallet, name)
@@ -136,7 +142,8 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
         trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee, workers,
                  service_file, name, listening,
                  {"channel_store_dir": directory / "channels", "channel_price": channel_price,
-                  "close_margin": close_margin})
+                  "close_margin": close_margin,
+                  "mp_store_dir": directory / "micropay", "mp_price": mp_price})
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
         for leaf in leaves:
@@ -146,7 +153,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
                 raise WalletError(f"cannot listen on {host}:{port}: {leaf}") from None
             if isinstance(leaf, NodeError):
                 raise WalletError(f"cannot use the node: {leaf}") from None
-            if isinstance(leaf, (StoreError, ChannelStoreError)):
+            if isinstance(leaf, (StoreError, ChannelStoreError, MpStoreError)):
                 raise WalletError(f"{leaf}\n(is another `merchant serve {name}` running?)"
                                   ) from None
             if isinstance(leaf, ValueError):
@@ -222,6 +229,21 @@ def _channels(directory: Path) -> list[dict[str, Any]]:
         raise WalletError(str(exc)) from None
 
 
+def _micropay(directory: Path) -> dict[str, Any] | None:
+    """The MICROPAY part (SPEC §15): from the running service (GET /v1/mp/status), else
+    its store; None when there is neither."""
+    asked = _ask_service(directory / "service.json", "/v1/mp/status")
+    if asked is not None and isinstance(asked[0].get("escrows"), list):
+        return asked[0]
+    from wallet.merchant.mp_service import read_mp_status
+    from wallet.merchant.mp_store import MpStoreError
+
+    try:
+        return read_mp_status(directory / "micropay")
+    except MpStoreError as exc:
+        raise WalletError(str(exc)) from None
+
+
 def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
     """beta per escrow: asked from the node when one is given, else remembered ones."""
     known = wallet.db.betas()
@@ -269,10 +291,12 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
         escrows[eid] = {**{k: int(row.get(k, 0)) for k in COUNT_NAMES}, "beta": beta,
                         "units_redeemed": units}
     channels = _channels(directory)
+    micropay = _micropay(directory)
     if as_json:
         echo_json({"merchant": name, "address": address_text(wallet.key_address(name)),
                    "source": source, "escrows": escrows,
-                   "units_redeemed": total if complete else None, "channels": channels})
+                   "units_redeemed": total if complete else None, "channels": channels,
+                   "micropay": micropay})
         return
     click.echo(f"merchant {name} ({address_text(wallet.key_address(name))}), from {source}")
     if not escrows:
@@ -287,3 +311,8 @@ def merchant_status(wallet: WalletContext, name: str, as_json: bool) -> None:
                    f"{ch['deposit']} units, {ch['status']}"
                    + (f" ({ch['reason']})" if ch.get("reason") else "")
                    + f", expiry {ch['expiry_height']}")
+    if micropay is not None:
+        from wallet.merchant.mp_service import status_lines
+
+        for line in status_lines(micropay):
+            click.echo(line)

@@ -265,9 +265,10 @@ class MerchantService:
 
     def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView,
                  verifier: TicketVerifier | None = None,
-                 channels: ChannelService | None = None) -> None:
+                 channels: ChannelService | None = None, micropay: Any = None) -> None:
         self.merchant_pubkey = merchant_pubkey
         self.channels = channels  # SPEC §16 voucher routes, when the payee takes channels
+        self.micropay = micropay  # SPEC §15 routes: a wallet.merchant.mp_service.MpService
         self._store = store
         self._view = view
         self._verifier = verifier or TicketVerifier(1)
@@ -435,6 +436,8 @@ class MerchantService:
                   Route("/v1/status", self._get_status, methods=["GET"])]
         if self.channels is not None:
             routes += self.channels.routes()
+        if self.micropay is not None:
+            routes += self.micropay.routes()
         return Starlette(routes=routes)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -457,7 +460,7 @@ class MerchantService:
             task_status.started(bound)
 
     async def run(self, redeemer: Redeemer | None, host: str = "127.0.0.1", port: int = 0, *,
-                  closer: Closer | None = None,
+                  closer: Closer | None = None, claimer: Any = None,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the HTTP service, ``redeemer`` and ``closer`` side by side until cancelled.
 
@@ -468,6 +471,8 @@ class MerchantService:
                 await nursery.start(redeemer.run)
             if closer is not None:
                 await nursery.start(closer.run)
+            if claimer is not None:  # wallet.merchant.mp_claimer.MpClaimer (SPEC §15)
+                await nursery.start(claimer.run)
             bound = await nursery.start(functools.partial(self.serve, host, port))
             task_status.started(bound)
 
@@ -495,6 +500,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                        fee: int = DEFAULT_FEE, workers: int = 1,
                        channel_store_dir: Path | str | None = None, channel_price: int = 0,
                        close_margin: int = DEFAULT_CLOSE_MARGIN,
+                       mp_store_dir: Path | str | None = None, mp_price: int = 0,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
     with ``channel_store_dir`` the voucher service + closer (SPEC §16).
@@ -505,6 +511,9 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     ``channel_price`` (units) is the least increase per voucher, ``close_margin`` the blocks
     before the last closable height at which the closer closes; ``fee`` is also paid by
     each CHANNEL_CLOSE / CHANNEL_CHEAT.
+    With ``mp_store_dir`` also the MICROPAY service + claimer (SPEC §15,
+    ``wallet.merchant.mp_service``): ``mp_price`` (units) is the least expected value per
+    ticket; ``fee`` is paid by each MP_CLAIM too.
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -521,10 +530,21 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
             channels = ChannelService(merchant_pubkey, channel_store, view,
                                       price=channel_price, close_margin=close_margin)
             closer = Closer(merchant_seed, channels, view, fee=fee)
+        micropay = claimer = None
+        if mp_store_dir is not None:  # SPEC §15: commitments, tickets, MP_CLAIMs
+            from wallet.merchant.mp_claimer import MpClaimer
+            from wallet.merchant.mp_service import MpService
+            from wallet.merchant.mp_store import MpStore
+
+            micropay = MpService(merchant_pubkey, stack.enter_context(MpStore(mp_store_dir)),
+                                 view, price=mp_price)
+            claimer = MpClaimer(merchant_seed, micropay, view, fee=fee)
         await trio.to_thread.run_sync(verifier.start)
         try:
-            service = MerchantService(merchant_pubkey, store, view, verifier, channels)
+            service = MerchantService(merchant_pubkey, store, view, verifier, channels,
+                                      micropay)
             redeemer = Redeemer(merchant_seed, store, view, fee=fee)
-            await service.run(redeemer, host, port, closer=closer, task_status=task_status)
+            await service.run(redeemer, host, port, closer=closer, claimer=claimer,
+                              task_status=task_status)
         finally:
             verifier.close()
