@@ -253,10 +253,11 @@ class MpPayer:
 
     # ---- tickets -----------------------------------------------------------------------
 
-    def _deliver(self, client: PayeeClient, record: MpEscrowRecord, pending: dict[str, str],
-                 what: str) -> dict[str, Any]:
-        """Sign the record's pending ticket (the same bytes every time), post it and
-        resolve it from the answer; the answer with ``outcome`` added."""
+    def _exchange(self, client: PayeeClient, record: MpEscrowRecord, pending: dict[str, str],
+                  what: str) -> dict[str, Any]:
+        """Sign the record's pending ticket (the same bytes every time) and post it; the
+        answer with ``outcome`` (for ``MicropayBook.resolve``) and ``won`` added. Whether
+        it won is computed here from the revealed ``r1``, never taken from the answer."""
         eid, c = bytes.fromhex(record.mp_escrow_id), bytes.fromhex(pending["c"])
         r2, payee = bytes.fromhex(pending["r2"]), bytes.fromhex(pending["payee"])
         ticket = sign_mp_ticket(self.seed, bytes.fromhex(record.genesis_hash), eid, c, r2,
@@ -272,8 +273,14 @@ class MpPayer:
             outcome = WINNER
         else:
             outcome = LOST if answer.get("accepted") is True else REFUSED
-        self.book.resolve(record.mp_escrow_id, pending["c"], outcome)
         return {**answer, "outcome": outcome, "won": won}
+
+    def _deliver(self, client: PayeeClient, record: MpEscrowRecord, pending: dict[str, str],
+                 what: str) -> dict[str, Any]:
+        """``_exchange``, then the outcome written to the book."""
+        answer = self._exchange(client, record, pending, what)
+        self.book.resolve(record.mp_escrow_id, pending["c"], answer["outcome"])
+        return answer
 
     def resend_pending(self, client: PayeeClient, payee: str,
                        client_for: Callable[[str], PayeeClient]) -> None:
@@ -308,17 +315,32 @@ class MpPayer:
             ) -> PayStats:
         """Pay ``count`` tickets to the payee behind ``client`` (module docstring), after
         delivering the tickets left pending (``resend_pending``; ``client_for`` opens
-        other payees' URLs); those are not part of ``count``. Waits at most ``timeout`` seconds in all for escrows to be ready."""
+        other payees' URLs); those are not part of ``count``. Waits at most ``timeout``
+        seconds in all for escrows to be ready.
+
+        An accepted ticket's outcome is written together with the next reservation (one
+        durable write per payment, not two); a crash in between leaves it pending, and
+        the next run learns it again from the payee."""
+        unsettled: list[tuple[str, str, str]] = []  # (escrow, c, outcome) not written yet
+        try:
+            return self._pay(client, count, payee_check, timeout, client_for, unsettled)
+        finally:
+            for item in unsettled:
+                self.book.resolve(*item)
+
+    def _pay(self, client: PayeeClient, count: int, payee_check: bytes | None,
+             timeout: float, client_for: Callable[[str], PayeeClient] | None,
+             unsettled: list[tuple[str, str, str]]) -> PayStats:
         terms, stats = self.terms, self.stats
         commitments: list[bytes] = []
         info: dict[str, Any] = {}
         t = self.refresh()
         fresh = True  # no block since the last refresh
-        resent = False
         waited_since = None
         deadline = time.monotonic() + timeout
         while stats.payments < count:
             if not commitments:
+                first = not info
                 info = client.commitments(min(COMMITMENT_BATCH, count - stats.payments))
                 if payee_check is not None and info["payee_bytes"] != payee_check:
                     raise WalletError(f"the service at {client.url} is payee "
@@ -328,14 +350,14 @@ class MpPayer:
                                       f"{terms.win_bits} is worth less than the payee's "
                                       f"price of {info['price']} units; nothing signed")
                 commitments = info["c_list"]
-                if not resent:
-                    resent = True
+                if first:
                     self.resend_pending(client, info["payee"], client_for or PayeeClient)
+                    self.top_up(t + 2 + info["margin"] + EXPIRY_SLACK)
             min_refund = t + 2 + info["margin"] + EXPIRY_SLACK
-            self.top_up(min_refund)
             c = commitments.pop(0)
             record = self.book.reserve_ticket(self.payer_key, c.hex(), info["payee"],
-                                              client.url, os.urandom(R_SIZE).hex(), min_refund)
+                                              client.url, os.urandom(R_SIZE).hex(), min_refund,
+                                              settle=unsettled.pop() if unsettled else None)
             if record is not None and record.amount < info["price"] << record.win_bits:
                 # an older escrow on terms below the price: never used for this payee
                 self.book.resolve(record.mp_escrow_id, c.hex(), REFUSED)
@@ -344,6 +366,7 @@ class MpPayer:
                 continue
             if record is None:
                 commitments.insert(0, c)
+                self.top_up(min_refund)
                 if not fresh:  # an escrow may have confirmed since the last look
                     t, fresh = self.refresh(pending_only=True), True
                 else:
@@ -353,22 +376,27 @@ class MpPayer:
             if waited_since is not None:
                 stats.stall_seconds += time.monotonic() - waited_since
                 waited_since = None
-            answer = self._deliver(client, record, record.pending,
-                                   "deliver a ticket (it is recorded; the next `micropay "
-                                   "pay` sends it again first)")
+            answer = self._exchange(client, record, record.pending,
+                                    "deliver a ticket (it is recorded; the next `micropay "
+                                    "pay` sends it again first)")
             stats.escrows_used.add(record.mp_escrow_id)
-            if answer["won"]:
-                self.top_up(min_refund)  # a fresh escrow at once, ready in a block or two
+            settle = (record.mp_escrow_id, record.pending["c"], answer["outcome"])
             if answer.get("accepted") is True:
+                unsettled.append(settle)
                 stats.payments += 1
                 self._count_win(record, answer)
+                if answer["won"]:
+                    self.top_up(min_refund)  # a fresh escrow at once, ready in a block or two
                 continue
+            self.book.resolve(*settle)
             stats.refused += 1
             reason = answer.get("reason")
             if reason in FATAL_REFUSALS:
                 raise WalletError(f"payee refused the ticket: {reason}")
             if reason in ESCROW_REFUSALS:
                 self.book.set_status(record.mp_escrow_id, RETIRED, only_from=frozenset({READY}))
+            if answer["won"]:
+                self.top_up(min_refund)
             if stats.refused > RETRIES_PER_PAYMENT * (stats.payments + 1):
                 raise WalletError(f"payee keeps refusing tickets (last: {reason})")
         return stats

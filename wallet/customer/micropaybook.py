@@ -196,12 +196,17 @@ class MicropayBook:
             data["status"] = status
 
     def reserve_ticket(self, payer_key: str, c: str, payee: str, url: str, r2: str,
-                       min_refund_height: int) -> MpEscrowRecord | None:
+                       min_refund_height: int, settle: tuple[str, str, str] | None = None
+                       ) -> MpEscrowRecord | None:
         """Bind the next ticket (commitment ``c``, payer randomness ``r2``, ``payee``) to a
         usable escrow of ``payer_key`` durably and return that escrow, or None when none is
         usable: status ``ready``, no pending ticket, ``refund_height >= min_refund_height``.
-        The escrow refunded soonest is used first."""
+        The escrow refunded soonest is used first. ``settle`` — ``(mp_escrow_id, c,
+        outcome)`` of the previous ticket — is applied first, in the same write, as
+        ``resolve`` would."""
         with self._transaction() as doc:
+            if settle is not None:
+                _resolve(doc, *settle)
             usable = [v for v in doc["escrows"].values()
                       if v["payer_key"] == payer_key and v["status"] == READY
                       and not v.get("pending") and v["refund_height"] >= min_refund_height]
@@ -218,19 +223,24 @@ class MicropayBook:
         ``unknown`` (refused without a way to tell: the escrow is retired). Does nothing
         when ``c`` is not the pending ticket (resolved already)."""
         with self._transaction() as doc:
-            data = doc["escrows"].get(mp_escrow_id)
-            if data is None or not data.get("pending") or data["pending"]["c"] != c:
-                return
-            payee = data["pending"]["payee"]
-            data["pending"] = None
-            if outcome in (LOST, WINNER):
-                data["tickets"] += 1
-            if outcome == WINNER:
-                data["won_c"], data["won_payee"] = c, payee
-                if data["status"] in (READY, RETIRED, PENDING):
-                    data["status"] = WON
-            elif outcome == UNKNOWN and data["status"] == READY:
-                data["status"] = RETIRED
+            _resolve(doc, mp_escrow_id, c, outcome)
+
+
+def _resolve(doc: dict[str, Any], mp_escrow_id: str, c: str, outcome: str) -> None:
+    """``MicropayBook.resolve`` on a loaded document."""
+    data = doc["escrows"].get(mp_escrow_id)
+    if data is None or not data.get("pending") or data["pending"]["c"] != c:
+        return
+    payee = data["pending"]["payee"]
+    data["pending"] = None
+    if outcome in (LOST, WINNER):
+        data["tickets"] += 1
+    if outcome == WINNER:
+        data["won_c"], data["won_payee"] = c, payee
+        if data["status"] in (READY, RETIRED, PENDING):
+            data["status"] = WON
+    elif outcome == UNKNOWN and data["status"] == READY:
+        data["status"] = RETIRED
 
 
 def _fold_finished(doc: dict[str, Any]) -> None:
