@@ -17,7 +17,7 @@ import threading
 
 import httpx
 
-from tests.functional.framework import PREMINE_AMOUNT, test_seed, wait_until
+from tests.functional.framework import PREMINE_AMOUNT, test_address, test_seed, wait_until
 from tests.functional.test_wallet_flow import (CLI_TIMEOUT, Wallet, processes,  # noqa: F401
                                                start_merchant)
 
@@ -86,7 +86,7 @@ def test_micropay_pool_wins_claims_and_kills(nodes_factory, tmp_path, processes)
                          "--payee", addr)
         wins = paid["wins"]
         assert paid["payments"] == 40 and wins >= 1, paid  # P(no win in 40) = 0.75^40
-        assert paid["funded"] == wins  # a fresh escrow after every win
+        assert paid["funded"] == wins, str(paid)  # a fresh escrow after every win
         assert wins <= paid["escrows_used"] <= wins + 1  # and the next payment moved on
         status = _mp(shop)["totals"]
         assert (status["held"], status["winning"]) == (40, wins)
@@ -103,7 +103,10 @@ def test_micropay_pool_wins_claims_and_kills(nodes_factory, tmp_path, processes)
         locked = sum(AMOUNT for r in book
                      if node.rpc.call("getmpescrow", r["mp_escrow_id"]) is not None)
         assert cust.json("balance", "cust")["balance"] + locked == (
-            PREMINE_AMOUNT - FEE * len(book) - wins * AMOUNT)
+            PREMINE_AMOUNT - FEE * len(book) - wins * AMOUNT), str(
+            ([(r["status"], r["tickets"], r["won_c"][:4],
+               node.rpc.call("getmpescrow", r["mp_escrow_id"]) is not None) for r in book],
+             paid, _mp(shop)["totals"], node.rpc.call("getaccount", test_address(0))))
 
         # -- SIGKILL the merchant mid-run, then the payer mid-run
         for victim in ("merchant", "payer"):

@@ -72,6 +72,7 @@ class PayStats:
     resent: int = 0  # tickets left pending by an earlier run, delivered again
     resent_accepted: int = 0  # of those, accepted (payments of that run, not of this one)
     refused: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)  # reason -> count
     stalls: int = 0
     stall_seconds: float = 0.0
 
@@ -79,7 +80,8 @@ class PayStats:
         return {"payments": self.payments, "wins": self.wins, "won_escrows": self.won_escrows,
                 "escrows_used": len(self.escrows_used), "funded": self.funded,
                 "resent": self.resent,
-                "resent_accepted": self.resent_accepted, "refused": self.refused, "stalls": self.stalls,
+                "resent_accepted": self.resent_accepted, "refused": self.refused,
+                "refusals": self.refusals, "stalls": self.stalls,
                 "stall_seconds": round(self.stall_seconds, 3)}
 
 
@@ -218,6 +220,9 @@ class MpPayer:
                 # the transaction first: one mined between the two reads is found on chain
                 found = self.wallet.call("gettransaction", r.txid)
                 state = self.wallet.call("getmpescrow", r.mp_escrow_id)
+                if found is None and state is None:  # or caught between mempool and block
+                    found = self.wallet.call("gettransaction", r.txid)
+                    state = self.wallet.call("getmpescrow", r.mp_escrow_id)
                 if state is not None:
                     self.book.set_status(r.mp_escrow_id, READY, only_from=frozenset({PENDING}))
                 elif found is None:
@@ -391,6 +396,7 @@ class MpPayer:
             self.book.resolve(*settle)
             stats.refused += 1
             reason = answer.get("reason")
+            stats.refusals[str(reason)] = stats.refusals.get(str(reason), 0) + 1
             if reason in FATAL_REFUSALS:
                 raise WalletError(f"payee refused the ticket: {reason}")
             if reason in ESCROW_REFUSALS:

@@ -126,8 +126,12 @@ class MpClaimer:
         if found is not None:
             return  # in the mempool
         if await self._view.mp_escrow(eid) is None:
-            self._store.set_status(eid, MOOT, reason="escrow left the chain without this claim")
-            log.warning("MP escrow %s: gone before our claim confirmed", eid.hex())
+            # read again: a block connecting between the two reads moves the claim from the
+            # mempool to the chain; found now, the next step follows it
+            if await self._view.transaction_status(record.txid) is None:
+                self._store.set_status(eid, MOOT,
+                                       reason="escrow left the chain without this claim")
+                log.warning("MP escrow %s: gone before our claim confirmed", eid.hex())
         elif t + 1 <= record.refund_height - 1:
             await self._send(record, t)
         else:
