@@ -10,6 +10,7 @@ and the winners are still claimed.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,7 +87,10 @@ def test_micropay_pool_wins_claims_and_kills(nodes_factory, tmp_path, processes)
                          "--payee", addr)
         wins = paid["wins"]
         assert paid["payments"] == 40 and wins >= 1, paid  # P(no win in 40) = 0.75^40
-        assert paid["funded"] == wins, str(paid)  # a fresh escrow after every win
+        assert paid["funded"] == wins, str((paid, [
+            (r["status"], r["tickets"], r["refund_height"], bool(r["pending"]))
+            for r in json.loads((tmp_path / "customer" / "micropay.json").read_text())[
+                "escrows"].values()]))  # a fresh escrow after every win
         assert wins <= paid["escrows_used"] <= wins + 1  # and the next payment moved on
         status = _mp(shop)["totals"]
         assert (status["held"], status["winning"]) == (40, wins)

@@ -242,3 +242,21 @@ def test_book_chain_resolves_a_pending_ticket(tmp_path):
     book.set_status("aa" * 32, CLAIMED)  # gone before refund_height: the pending one won
     rec = book.get("aa" * 32)
     assert (rec.status, rec.tickets, rec.won_c, rec.pending) == (CLAIMED, 1, "01" * 32, None)
+
+
+# ---- the CLI: argument errors before anything is signed or sent ----------------------------
+
+from tests.unit.test_wallet_cli import import_key, node, run  # noqa: E402,F401
+
+
+def test_invalid_micropay_commands(run, node):  # noqa: F811
+    import_key(run)
+    bits = run("micropay", "escrow", "create", "cust", "--amount", "1", "--win-bits", "33",
+               node=False)
+    assert bits.exit_code == 2 and "--win-bits" in bits.output
+    zero = run("micropay", "escrow", "create", "cust", "--amount", "0u", "--win-bits", "2",
+               node=False)
+    assert zero.exit_code == 2 and "must be positive" in zero.output
+    assert run("micropay", "list", node=False).stdout.strip() == "no MP escrows"
+    away = run("micropay", "pay", "cust", "--to", "http://127.0.0.1:9")
+    assert away.exit_code == 1 and "error: cannot fetch commitments at" in away.stderr

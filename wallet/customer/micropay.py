@@ -158,7 +158,10 @@ def micropay_pay(wallet: WalletContext, payer: str, url: str, count: int, pool: 
         return
     click.echo(f"{stats.payments} tickets accepted, {stats.wins} winning; "
                f"{stats.funded} fresh escrows funded, {stats.stalls} waits for a ready escrow "
-               f"({stats.stall_seconds:.2f} s)")
+               f"({stats.stall_seconds:.2f} s); {stats.seconds:.2f} s in all")
+    if stats.resent:
+        click.echo(f"{stats.resent} ticket(s) left pending by an earlier run delivered again "
+                   f"({stats.resent_accepted} accepted)")
 
 
 @micropay.command("list")

@@ -75,6 +75,7 @@ class PayStats:
     refusals: dict[str, int] = field(default_factory=dict)  # reason -> count
     stalls: int = 0
     stall_seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the payment loop
 
     def to_json(self) -> dict[str, Any]:
         return {"payments": self.payments, "wins": self.wins, "won_escrows": self.won_escrows,
@@ -82,7 +83,9 @@ class PayStats:
                 "resent": self.resent,
                 "resent_accepted": self.resent_accepted, "refused": self.refused,
                 "refusals": self.refusals, "stalls": self.stalls,
-                "stall_seconds": round(self.stall_seconds, 3)}
+                "stall_seconds": round(self.stall_seconds, 3), "seconds": round(self.seconds, 3),
+                "payments_per_second": round(self.payments / self.seconds, 1)
+                if self.seconds else None}
 
 
 class PayeeClient:
@@ -196,15 +199,24 @@ class MpPayer:
                 record = MpEscrowRecord(compute_mp_escrow_id(txid).hex(), txid.hex(),
                                         self.payer_key, self.payer.hex(), genesis.hex(),
                                         terms.amount, terms.win_bits, refund_height, terms.fee)
-                self.book.add(record, terms.to_json() if template else None)
+                known = self.book.get(record.mp_escrow_id) is not None
+                if not known:
+                    self.book.add(record, terms.to_json() if template else None)
                 try:
+                    if known:  # the same nonce and terms as an escrow already sent
+                        raise TxRejected("txn-already-known")
                     self.wallet.submit(tx)
                     break
                 except TxRejected as exc:
-                    self.book.drop(record.mp_escrow_id)
-                    # a block may have taken our previous transaction between reading the
-                    # account nonce and checking the mempool: read it again
-                    if exc.reason != "bad-nonce" or attempt == NONCE_ATTEMPTS - 1:
+                    # A block may have taken our previous MP_ESCROW between the account
+                    # read and the mempool check of ``next_nonce``: the nonce is stale
+                    # (bad-nonce), or the transaction is that previous one, identical
+                    # (same nonce and refund height): keep its record, try a fresh nonce.
+                    already = exc.reason in ("txn-already-known", "txn-already-in-mempool")
+                    if not (known or already):
+                        self.book.drop(record.mp_escrow_id)
+                    if (exc.reason != "bad-nonce" and not already
+                            or attempt == NONCE_ATTEMPTS - 1):
                         raise
             made.append(record)
             self.stats.funded += 1
@@ -327,11 +339,13 @@ class MpPayer:
         durable write per payment, not two); a crash in between leaves it pending, and
         the next run learns it again from the payee."""
         unsettled: list[tuple[str, str, str]] = []  # (escrow, c, outcome) not written yet
+        started = time.monotonic()
         try:
             return self._pay(client, count, payee_check, timeout, client_for, unsettled)
         finally:
             for item in unsettled:
                 self.book.resolve(*item)
+            self.stats.seconds = time.monotonic() - started
 
     def _pay(self, client: PayeeClient, count: int, payee_check: bytes | None,
              timeout: float, client_for: Callable[[str], PayeeClient] | None,
