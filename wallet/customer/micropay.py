@@ -17,7 +17,7 @@ import click
 
 from consensus.micropay import MAX_WIN_BITS, compute_mp_expected_value
 from wallet.amounts import format_amount
-from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, UNITS, WalletContext, WalletError,
+from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, UNITS, WalletContext,
                                     echo_json, json_option, pass_wallet, timeout_option)
 from wallet.customer.micropaybook import MicropayBook, READY
 from wallet.customer.micropay_payer import MpPayer, MpTerms, PayeeClient

@@ -43,8 +43,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from consensus.errors import ConsensusError
-from consensus.micropay import (R_SIZE, MpEscrowState, MpTicket, compute_mp_expected_value,
-                                is_mp_winning, verify_mp_ticket_for_payee)
+from consensus.micropay import (R_SIZE, MpEscrowState, MpTicket, compute_mp_commitment,
+                                compute_mp_expected_value, is_mp_winning,
+                                verify_mp_ticket_for_payee)
 from wallet.merchant.chainview import ChainView, NodeError
 from wallet.merchant.mp_store import HELD, WINNING, MpStore, TicketOutcome
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # commitments per request, tickets per request
 MAX_BODY = 300 * MAX_BATCH + 1024  # bytes; one ticket is about 290 in JSON
+MAX_ESCROWS_PER_REQUEST = 64  # distinct MP escrows looked up per ticket request
 MAX_OPEN_COMMITMENTS = 100_000  # handed out and not used yet; older ones are pruned first
 COMMITMENT_TTL = 3600.0  # seconds an unused commitment is kept once the cap is reached
 DEFAULT_CLAIM_MARGIN = 2  # blocks a claim is given to confirm before refund_height - 1
@@ -154,8 +156,6 @@ class MpService:
                 raise MpRequestError("too many open commitments; try later", 503)
         secrets = [os.urandom(R_SIZE) for _ in range(count)]
         await trio.to_thread.run_sync(self.store.add_commitments, secrets)
-        from consensus.micropay import compute_mp_commitment
-
         return {"payee": self.payee_pubkey.hex(), "price": self.price, "margin": self.margin,
                 "commitments": [compute_mp_commitment(r1).hex() for r1 in secrets]}
 
@@ -163,8 +163,10 @@ class MpService:
         """Check, store and answer a batch of tickets (module docstring). Raises
         ``NodeError`` when the node cannot supply an escrow (nothing is stored then)."""
         escrows: dict[bytes, MpEscrowState | None] = {}
-        for ticket in tickets:
-            if ticket.mp_escrow_id not in escrows:
+        for ticket in tickets:  # the first MAX_ESCROWS_PER_REQUEST distinct ones; the rest
+            if ticket.mp_escrow_id not in escrows:  # are unknown-mp-escrow (bounds RPC load)
+                if len(escrows) >= MAX_ESCROWS_PER_REQUEST:
+                    break
                 escrows[ticket.mp_escrow_id] = await self._view.mp_escrow(ticket.mp_escrow_id)
         t = await self._view.height(fresh=True)
         async with self.lock:

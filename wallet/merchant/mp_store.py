@@ -38,7 +38,7 @@ from typing import Iterator
 import msgpack
 import plyvel
 
-from consensus.micropay import MpEscrowState, MpTicket
+from consensus.micropay import MpEscrowState, MpTicket, compute_mp_commitment
 
 OPEN, WON, CLAIMING = "open", "won", "claiming"
 CLAIMED, MOOT, EXPIRED, FAILED = "claimed", "moot", "expired", "failed"
@@ -150,8 +150,6 @@ class MpStore:
     def add_commitments(self, secrets: list[bytes], now: float | None = None) -> None:
         """Keep the secrets ``r1`` (16 bytes each) of new commitments, synced; the caller
         sends ``H(b"mp-commit", r1)`` only after this returns."""
-        from consensus.micropay import compute_mp_commitment
-
         created = int(time.time() if now is None else now)
         with self._lock, self._db.write_batch(sync=True) as batch:
             for r1 in secrets:
