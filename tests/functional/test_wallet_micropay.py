@@ -20,7 +20,7 @@ import httpx
 
 from tests.functional.framework import PREMINE_AMOUNT, test_seed, wait_until
 from tests.functional.test_wallet_flow import (CLI_TIMEOUT, Wallet, processes,  # noqa: F401
-                                               start_merchant)
+                                               run_while_mining, start_merchant)
 
 AMOUNT, WIN_BITS, FEE = 4000, 2, 1000  # units; p = 1/4, a ticket is worth 1000 units
 BLOCKS, POOL = 400, 3
@@ -151,5 +151,10 @@ def test_micropay_pool_wins_claims_and_kills(nodes_factory, tmp_path, processes)
         assert shop.json("balance", "ma")["balance"] == totals["winning"] * AMOUNT
     finally:
         miner.stop()
+    # -- escrow create --wait: prints the escrow once it is in a block
+    waited = run_while_mining(node, cust, processes, "micropay", "escrow", "create", "cust",
+                              "--amount", "1000u", "--win-bits", 1, "--blocks", 10)
+    assert waited["status"] == "confirmed" and waited["escrows"][0]["status"] == "ready"
+    assert node.rpc.call("getmpescrow", waited["escrows"][0]["mp_escrow_id"])["win_bits"] == 1
     shown = shop.run("merchant", "status", "ma").stdout
     assert f"micropay: {totals['held']} tickets held, {totals['winning']} winning" in shown
