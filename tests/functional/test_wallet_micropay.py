@@ -20,7 +20,8 @@ import httpx
 
 from tests.functional.framework import PREMINE_AMOUNT, test_seed, wait_until
 from tests.functional.test_wallet_flow import (CLI_TIMEOUT, Wallet, processes,  # noqa: F401
-                                               run_while_mining, start_merchant)
+                                               run_while_mining, start_merchant,
+                                               stop_merchant)
 
 AMOUNT, WIN_BITS, FEE = 4000, 2, 1000  # units; p = 1/4, a ticket is worth 1000 units
 BLOCKS, POOL = 400, 3
@@ -158,3 +159,6 @@ def test_micropay_pool_wins_claims_and_kills(nodes_factory, tmp_path, processes)
     assert node.rpc.call("getmpescrow", waited["escrows"][0]["mp_escrow_id"])["win_bits"] == 1
     shown = shop.run("merchant", "status", "ma").stdout
     assert f"micropay: {totals['held']} tickets held, {totals['winning']} winning" in shown
+    stop_merchant(shop, "ma", merchant_proc)  # status then reads the store itself
+    stored = shop.json("merchant", "status", "ma")
+    assert stored["source"] == "store" and stored["micropay"]["totals"] == totals
