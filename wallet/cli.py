@@ -42,6 +42,9 @@ COMMANDS = {
     "merchant": ("wallet.merchant.commands:merchant",
                  "Run a merchant's ticket and voucher service, redeemer and closer; inspect "
                  "them."),
+    "micropay": ("wallet.customer.micropay:micropay",
+                 "Pay with MICROPAY lottery tickets: fund MP escrows and pay merchants "
+                 "(SPEC §15)."),
     "send": ("wallet.commands.coins:send",
              "Send AMOUNT from the wallet key FROM to TO (a key name or an address)."),
     "ticket": ("wallet.customer.tickets:ticket",
@@ -104,8 +107,8 @@ class WalletGroup(click.Group):
               envvar="MICROCASH_WALLET_DIR", default=str(DEFAULT_WALLET_DIR),
               show_default="$MICROCASH_WALLET_DIR or ~/.microcash/wallet",
               help="Where keys (keys/), the wallet's records (wallet.json), the ticket "
-                   "issuer's state (issuer/), the payer's channels (channels.json) and "
-                   "merchant stores (merchants/NAME/) live.")
+                   "issuer's state (issuer/), the payer's channels (channels.json), MP "
+                   "escrows (micropay.json) and merchant stores (merchants/NAME/) live.")
 @click.option("--datadir", type=click.Path(file_okay=False, path_type=Path),
               envvar="MICROCASH_DATADIR", show_envvar=True,
               help="Data directory of the node to use: its RPC port comes from "

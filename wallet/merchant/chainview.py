@@ -26,6 +26,7 @@ import trio
 from consensus.channel import ChannelState
 from consensus.errors import ConsensusError
 from consensus.escrow import EscrowState
+from consensus.micropay import MpEscrowState
 from consensus.params import ChainParams
 from wallet.rpcclient import RpcClient, RpcConnectionError, RpcError, resolve_params
 
@@ -98,6 +99,10 @@ class ChainView(Protocol):
 
     # Optional: ``async def estimate_feerate(self, target_blocks: int) -> int`` (units/byte,
     # RPC ``estimatefee``); without it the redeemer pays its fee floor.
+    async def mp_escrow(self, mp_escrow_id: bytes) -> MpEscrowState | None:
+        """The MP escrow (SPEC §15), or ``None`` once claimed or refunded."""
+        ...
+
     # Optional: ``async def wait_for_new_block(self, timeout: float, after: int | None)
     # -> int`` — return the best height once the tip differs from the last one this view
     # saw (at once if it saw a height other than ``after``), or after ``timeout`` seconds
@@ -330,6 +335,19 @@ class RpcChainView:
             return ChannelState.from_rpc(result)
         except (KeyError, TypeError, ValueError):
             raise _malformed("getchannel", result) from None
+
+    async def mp_escrow(self, mp_escrow_id: bytes) -> MpEscrowState | None:
+        """``getmpescrow`` parsed by ``MpEscrowState.from_rpc`` (not cached: a payee judges
+        each MICROPAY ticket by the current state); ``None`` once claimed or refunded."""
+        result = await self._call("getmpescrow", mp_escrow_id.hex())
+        if result is None:
+            return None
+        if not isinstance(result, dict):
+            raise _malformed("getmpescrow", result)
+        try:
+            return MpEscrowState.from_rpc(result)
+        except (KeyError, TypeError, ValueError):
+            raise _malformed("getmpescrow", result) from None
 
     async def send_raw_transaction(self, raw: bytes) -> bytes:
         """``sendrawtransaction``; the txid, or ``NodeRejected`` with the reject reason."""

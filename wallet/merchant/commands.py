@@ -111,6 +111,9 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
               help="Announce accepted tickets to the other merchants of each escrow through "
                    "the node network, and send a CHEAT_PROOF (paying --fee) as soon as a "
                    "duplicate or out-of-range ticket is known.")
+@click.option("--mp-price", type=UNITS, default=0, show_default=True,
+              help="UNITS of expected value (amount x 2^-win_bits) each MICROPAY ticket must "
+                   "carry at least (SPEC §15).")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               default="INFO", show_default=True, help="Log level of the stderr log.")
 @pos_options
@@ -119,7 +122,7 @@ async def _serve(seed: bytes, pubkey: bytes, store: Path, rpc: Any, host: str, p
 @pass_wallet
 def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: int,
                    workers: int, channel_price: int, close_margin: int, cheat_watch: bool,
-                   log_level: str, pos: Any, terms: Any, tls: Any) -> None:
+                   mp_price: int, log_level: str, pos: Any, terms: Any, tls: Any) -> None:
     """Accept tickets for the wallet key NAME and redeem its winners automatically.
 
     Serves POST /v1/tickets and GET /v1/status (SPEC §13) and, beside it, claims every
@@ -131,7 +134,10 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     tickets of escrows outside them (terms-not-met); with --tls-cert/--tls-key it serves
     HTTPS. With --point-of-sale N it is one of several points of sale of NAME (own
     stores in merchants/NAME/pos-N), pushing signed receipts to each --peer-pos; only
-    point 0 closes channels. Needs the node (--datadir). Runs until Ctrl-C or SIGTERM.
+    point 0 closes channels. And MICROPAY (SPEC §15): hands out commitments (POST
+    /v1/mp/commitments), takes tickets (POST /v1/mp/tickets), keeps them in
+    merchants/NAME/micropay and claims each winner with MP_CLAIM. Needs the node
+    (--datadir). Runs until Ctrl-C or SIGTERM.
 
     With --cheat-watch (the default) it also announces every accepted ticket to the other
     merchants of its escrow through the node network and sends a CHEAT_PROOF on its own
@@ -142,6 +148,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
 
     from wallet.merchant.chainview import NodeError
     from wallet.merchant.channel_store import ChannelStoreError
+    from wallet.merchant.mp_store import MpStoreError
     from wallet.merchant.ticketstore import StoreError
 
     directory = pos_dir(merchant_dir(wallet, name), pos)
@@ -159,7 +166,8 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
                  service_file, name, listening,
                  {"channel_store_dir": directory / "channels", "channel_price": channel_price,
                   "close_margin": close_margin, "cheat_watch": cheat_watch, "terms": terms,
-                  "tls": tls, "pos": pos})
+                  "tls": tls, "pos": pos, "mp_store_dir": directory / "micropay",
+                  "mp_price": mp_price})
     except BaseException as exc:  # noqa: BLE001 -- sorted below; the rest re-raised
         leaves = _leaves(exc)
         for leaf in leaves:
@@ -169,7 +177,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
                 raise WalletError(f"cannot listen on {host}:{port}: {leaf}") from None
             if isinstance(leaf, NodeError):
                 raise WalletError(f"cannot use the node: {leaf}") from None
-            if isinstance(leaf, (StoreError, ChannelStoreError)):
+            if isinstance(leaf, (StoreError, ChannelStoreError, MpStoreError)):
                 raise WalletError(f"{leaf}\n(is another `merchant serve {name}` running?)"
                                   ) from None
             if isinstance(leaf, ValueError):
@@ -246,6 +254,21 @@ def _channels(directory: Path) -> list[dict[str, Any]]:
         raise WalletError(str(exc)) from None
 
 
+def _micropay(directory: Path) -> dict[str, Any] | None:
+    """The MICROPAY part (SPEC §15): from the running service (GET /v1/mp/status), else
+    its store; None when there is neither."""
+    asked = _ask_service(directory / "service.json", "/v1/mp/status")
+    if asked is not None and isinstance(asked[0].get("escrows"), list):
+        return asked[0]
+    from wallet.merchant.mp_service import read_mp_status
+    from wallet.merchant.mp_store import MpStoreError
+
+    try:
+        return read_mp_status(directory / "micropay")
+    except MpStoreError as exc:
+        raise WalletError(str(exc)) from None
+
+
 def _betas(wallet: WalletContext, escrow_ids: list[str]) -> dict[str, int]:
     """beta per escrow: asked from the node when one is given, else remembered ones."""
     known = wallet.db.betas()
@@ -300,11 +323,12 @@ def merchant_status(wallet: WalletContext, name: str, point_of_sale: int | None,
                         "units_redeemed": units}
     channels = _channels(directory)
     cheats = _cheats(directory)
+    micropay = _micropay(directory)
     if as_json:
         echo_json({"merchant": name, "address": address_text(wallet.key_address(name)),
                    "source": source, "escrows": escrows,
                    "units_redeemed": total if complete else None, "channels": channels,
-                   "cheat_proofs": cheats})
+                   "cheat_proofs": cheats, "micropay": micropay})
         return
     click.echo(f"merchant {name} ({address_text(wallet.key_address(name))}), from {source}")
     if not escrows:
@@ -321,6 +345,11 @@ def merchant_status(wallet: WalletContext, name: str, point_of_sale: int | None,
                    + f", expiry {ch['expiry_height']}")
     for proof in cheats:
         click.echo(_cheat_line(proof))
+    if micropay is not None:
+        from wallet.merchant.mp_service import status_lines
+
+        for line in status_lines(micropay):
+            click.echo(line)
 
 
 def _cheats(directory: Path) -> list[dict[str, Any]]:

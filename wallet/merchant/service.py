@@ -277,12 +277,13 @@ class MerchantService:
     def __init__(self, merchant_pubkey: bytes, store: TicketStore, view: ChainView,
                  verifier: TicketVerifier | None = None,
                  channels: ChannelService | None = None,
-                 terms: MerchantTerms | None = None) -> None:
+                 terms: MerchantTerms | None = None, micropay: Any = None) -> None:
         self.merchant_pubkey = merchant_pubkey
         self.terms = terms or MerchantTerms()  # published at GET /v1/terms
         self._terms = (TermsChecker(self.terms, view.params)  # default terms: accept all
                        if self.terms != MerchantTerms() else None)
         self.channels = channels  # SPEC §16 voucher routes, when the payee takes channels
+        self.micropay = micropay  # SPEC §15 routes: a wallet.merchant.mp_service.MpService
         self._store = store
         self._view = view
         self._verifier = verifier or TicketVerifier(1)
@@ -482,6 +483,8 @@ class MerchantService:
                   Route("/metrics", self._get_metrics, methods=["GET"])]
         if self.channels is not None:
             routes += self.channels.routes()
+        if self.micropay is not None:
+            routes += self.micropay.routes()
         return Starlette(routes=routes)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -508,6 +511,7 @@ class MerchantService:
 
     async def run(self, redeemer: Redeemer | None, host: str = "127.0.0.1", port: int = 0, *,
                   closer: Closer | None = None, tls: ServerTls | None = None,
+                  claimer: Any = None,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the HTTP service, ``redeemer`` and ``closer`` side by side until cancelled.
 
@@ -520,6 +524,8 @@ class MerchantService:
                 await nursery.start(closer.run)
             if self.cheatwatch is not None:
                 await nursery.start(self.cheatwatch.run)
+            if claimer is not None:  # wallet.merchant.mp_claimer.MpClaimer (SPEC §15)
+                await nursery.start(claimer.run)
             bound = await nursery.start(functools.partial(self.serve, host, port, tls=tls))
             task_status.started(bound)
 
@@ -549,6 +555,7 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                        close_margin: int = DEFAULT_CLOSE_MARGIN, cheat_watch: bool = True,
                        terms: MerchantTerms | None = None, tls: ServerTls | None = None,
                        pos: PosConfig | None = None,
+                       mp_store_dir: Path | str | None = None, mp_price: int = 0,
                        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run the merchant: ticket service (SPEC §13) + auto-redeemer (SPEC §6, §7), and
     with ``channel_store_dir`` the voucher service + closer (SPEC §16).
@@ -563,6 +570,9 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
     runs the automatic cheat proofs and the duplicate watch between merchants
     (``wallet.merchant.cheatwatch``; ``fee`` paid by each CHEAT_PROOF). ``pos`` makes
     this one point of sale of several (``wallet.merchant.pos_gossip``).
+    With ``mp_store_dir`` also the MICROPAY service + claimer (SPEC §15,
+    ``wallet.merchant.mp_service``): ``mp_price`` (units) is the least expected value per
+    ticket; ``fee`` is paid by each MP_CLAIM too.
     ``task_status.started(port)`` once listening. Raises ``ValueError`` if the seed does
     not belong to ``merchant_pubkey`` or ``workers < 1``,
     ``wallet.merchant.ticketstore.StoreError`` if the store is in use, ``NodeError`` if the node
@@ -580,14 +590,24 @@ async def run_merchant(merchant_seed: bytes, merchant_pubkey: bytes, store_dir: 
                                       price=channel_price, close_margin=close_margin,
                                       payee_seed=merchant_seed, pos=pos)
             closer = Closer(merchant_seed, channels, view, fee=fee)
+        micropay = claimer = None
+        if mp_store_dir is not None:  # SPEC §15: commitments, tickets, MP_CLAIMs
+            from wallet.merchant.mp_claimer import MpClaimer
+            from wallet.merchant.mp_service import MpService
+            from wallet.merchant.mp_store import MpStore
+
+            micropay = MpService(merchant_pubkey, stack.enter_context(MpStore(mp_store_dir)),
+                                 view, price=mp_price)
+            claimer = MpClaimer(merchant_seed, micropay, view, fee=fee)
         await trio.to_thread.run_sync(verifier.start)
         try:
-            service = MerchantService(merchant_pubkey, store, view, verifier, channels, terms)
+            service = MerchantService(merchant_pubkey, store, view, verifier, channels, terms,
+                                      micropay)
             view.send_raw_transaction = service.metrics.count_sends(view.send_raw_transaction)
             if cheat_watch:
                 service.cheatwatch = CheatWatch(merchant_seed, store, view, rpc, fee=fee)
             redeemer = Redeemer(merchant_seed, store, view, fee=fee)
-            await service.run(redeemer, host, port, closer=closer, tls=tls,
+            await service.run(redeemer, host, port, closer=closer, tls=tls, claimer=claimer,
                               task_status=task_status)
         finally:
             verifier.close()
