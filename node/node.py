@@ -25,13 +25,14 @@ from node.chainstate import ChainState, TipChange
 from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
-from node.rpc import RpcServer
+from node.rpc import LOOPBACK_ONLY, RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
 from node.verify import Either, WorkerPool
 from node.tipwatch import TipWatch
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
+from p2p.peer import format_address
 
 log = logging.getLogger("node")
 
@@ -44,7 +45,12 @@ class Node:
 
     def __init__(self, params: ChainParams, datadir: Path, *, p2p_port: int = 0,
                  rpc_port: int = 0, connect: list[tuple[str, int]] = (),
-                 mine_address: bytes | None = None, workers: int = 2) -> None:
+                 mine_address: bytes | None = None, workers: int = 2,
+                 p2p_host: str = "127.0.0.1", rpc_host: str = "127.0.0.1",
+                 rpc_allow_ip: tuple = (), external: tuple[str, int] | None = None) -> None:
+        """``p2p_host``/``rpc_host``: listen addresses; ``rpc_allow_ip``: networks the RPC
+        serves (empty = loopback only); ``external``: (host, port) announced to peers
+        (port 0 = the bound one)."""
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
@@ -63,9 +69,11 @@ class Node:
         self.stop_requested = trio.Event()
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._pow: PowWorker | None = None
-        self.network = Network(self, host="127.0.0.1", port=p2p_port, connect=list(connect))
-        self.rpc = RpcServer(make_methods(self), host="127.0.0.1", port=rpc_port,
-                             cookie_path=datadir / ".cookie", batch_hook=self._preverify_batch)
+        self.network = Network(self, host=p2p_host, port=p2p_port, connect=list(connect),
+                               external=external)
+        self.rpc = RpcServer(make_methods(self), host=rpc_host, port=rpc_port,
+                             cookie_path=datadir / ".cookie", batch_hook=self._preverify_batch,
+                             allow_ip=tuple(rpc_allow_ip) or LOOPBACK_ONLY)
         # Blocks stored but not connected (a crash or a failed write between storing a
         # block and connecting it) are connected now, as Bitcoin Core's start-up
         # ActivateBestChain does; otherwise they would block their height forever.
@@ -83,8 +91,10 @@ class Node:
                 p2p_port = await nursery.start(self.network.run)
                 rpc_port = await nursery.start(self.rpc.serve)
                 self._write_ports(p2p_port, rpc_port)
-                log.info("node up: chain %s height %d p2p 127.0.0.1:%d rpc 127.0.0.1:%d",
-                         self.params.name, self.chain.height, p2p_port, rpc_port)
+                log.info("node up: chain %s height %d p2p %s rpc %s",
+                         self.params.name, self.chain.height,
+                         format_address(self.network.host, p2p_port),
+                         format_address(self.rpc.host, rpc_port))
                 if self.mine_address is not None:
                     nursery.start_soon(self.mine_forever, self.mine_address)
                 await self.stop_requested.wait()
@@ -113,8 +123,12 @@ class Node:
         self.stop_requested.set()
 
     def _write_ports(self, p2p_port: int, rpc_port: int) -> None:
+        """``ports.json``: the bound ports, and the address local tools reach the RPC at
+        (``rpc_host``: the --rpc-bind address, or loopback for a wildcard bind)."""
         tmp = self.datadir / "ports.json.tmp"
-        tmp.write_text(json.dumps({"p2p": p2p_port, "rpc": rpc_port}))
+        tmp.write_text(json.dumps({"p2p": p2p_port, "rpc": rpc_port,
+                                   "p2p_host": self.network.host,
+                                   "rpc_host": _reachable(self.rpc.host)}))
         os.replace(tmp, self.datadir / "ports.json")
 
     # -- VDF of the tip ------------------------------------------------------------------
@@ -342,3 +356,8 @@ class Node:
                 continue
             await self.mine_block(address, give_up_on_new_tip=True)
             await trio.sleep(0)
+
+
+def _reachable(host: str) -> str:
+    """Where a local client dials a server bound to ``host`` (wildcards mean loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
