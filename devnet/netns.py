@@ -76,6 +76,20 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def netem_available() -> bool:
+    """Whether this kernel has the netem qdisc (tried in a scratch namespace)."""
+    if shutil.which("tc") is None:
+        return False
+    name = f"mcprobe{os.getpid()}"
+    if _run("ip", "netns", "add", name, check=False).returncode != 0:
+        return False
+    try:
+        return _run("tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "netem", "delay",
+                    "1ms", check=False).returncode == 0
+    finally:
+        _run("ip", "netns", "del", name, check=False)
+
+
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one iproute2/tc command; NetnsError with its stderr if it fails and ``check``."""
     done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
