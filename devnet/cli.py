@@ -85,7 +85,7 @@ def status(root):
             click.echo(f"{r['node']}: running (pid {r['pid']}), RPC not answering")
         else:
             click.echo(f"{r['node']}: height {r['height']} tip {r['tip'][:16]}… "
-                       f"peers {r['peers']} (p2p {r['p2p']}, rpc {r['rpc']})")
+                       f"peers {r['peers']} (p2p {r['host']}:{r['p2p']}, rpc {r['rpc']})")
 
 
 @cli.command()

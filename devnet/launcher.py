@@ -251,7 +251,8 @@ class Devnet:
         rows = []
         for node in self.nodes():
             row = {"node": f"node{node.index}", "pid": node.pid, "running": False,
-                   "height": None, "tip": None, "peers": None, "rpc": node.rpc, "p2p": node.p2p}
+                   "height": None, "tip": None, "peers": None, "rpc": node.rpc, "p2p": node.p2p,
+                   "host": node.host}
             if _pid_runs(node.pid, node.datadir):
                 row["running"] = True
                 try:

@@ -127,3 +127,12 @@ def test_five_namespaced_nodes_with_latency_and_loss_run_the_scenario(tmp_path: 
         devnet.down(log=lines.append)
         if layout is not None:
             assert _ours_left(layout.tag) == [], "down left namespaces or links behind"
+
+
+def test_shaping_options_need_netns(tmp_path: Path) -> None:
+    """--latency and friends without --netns are a usage error, not silently ignored."""
+    from click.testing import CliRunner
+
+    from devnet.cli import cli
+    result = CliRunner().invoke(cli, ["--dir", str(tmp_path), "up", "--latency", "50"])
+    assert result.exit_code == 2 and "need --netns" in result.output
