@@ -98,3 +98,21 @@ def test_bad_binding_options_fail_with_one_line(nodes_factory, args, message):
         time.sleep(0.1)
     assert node.returncode not in (None, 0)
     assert message in node.stdio_path.read_text()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+def test_ipv6_bind_and_connect(nodes_factory):
+    """--bind ::1 / --rpc-bind ::1, and a peer told [::1]:PORT syncs."""
+    a = nodes_factory.start_node(extra_args=["--bind", "::1", "--rpc-bind", "::1"])
+    a.generate(2)
+    b = nodes_factory.start_node(connect=[f"[::1]:{a.p2p_port}"])
+    wait_until(lambda: b.getinfo()["height"] == 2, 30, description="node 1 synced over IPv6")
