@@ -1,8 +1,9 @@
-"""Run every benchmark: ``python -m bench [--seconds S] [--sync-blocks N]``."""
+"""Run every benchmark: ``python -m bench [--seconds S] [--sync-blocks N]
+[--propagation-blocks N]``."""
 
 import argparse
 
-from bench import chain, economy, merchant, rpc, sync, tickets
+from bench import chain, economy, merchant, propagation, rpc, sync, tickets
 
 
 def main() -> None:
@@ -13,6 +14,9 @@ def main() -> None:
                         help="chain length of the two-process sync benchmark (0 = skip)")
     parser.add_argument("--blocks", type=int, default=20_000,
                         help="length of the empty chain for the connect-rate figures")
+    parser.add_argument("--propagation-blocks", type=int, default=20,
+                        help="blocks per run of the namespaced propagation benchmark "
+                             "(0 = skip; skipped anyway when not root)")
     args = parser.parse_args()
     tickets.run_all(args.seconds)
     chain.run_all(args.blocks)
@@ -21,6 +25,8 @@ def main() -> None:
     economy.run_all()
     if args.sync_blocks:
         sync.run_all(args.sync_blocks)
+    if args.propagation_blocks:
+        propagation.run_all(args.propagation_blocks)
 
 
 main()

@@ -30,16 +30,52 @@ def cli(ctx, root):
               help="Also make a local CA in DIR/tls and a certificate for 127.0.0.1 / "
                    "localhost that merchants serve HTTPS with (--tls-cert/--tls-key; "
                    "wallets verify it with --cacert DIR/tls/ca.pem).")
+@click.option("--netns", "netns_nodes", type=click.IntRange(1, 200), metavar="N",
+              help="Run N nodes (instead of --nodes), each in its own network namespace "
+                   "joined by veths and a bridge, as on separate hosts (root, Linux).")
+@click.option("--latency", type=click.FloatRange(0), default=0.0, show_default=True,
+              metavar="MS", help="--netns: one-way delay on every link.")
+@click.option("--jitter", type=click.FloatRange(0), default=0.0, show_default=True,
+              metavar="MS", help="--netns: ± jitter on the delay.")
+@click.option("--loss", type=click.FloatRange(0, 100), default=0.0, show_default=True,
+              metavar="PCT", help="--netns: packet loss (user-space shaping emulates it as "
+                                  "a TCP retransmission delay).")
+@click.option("--rate", metavar="RATE", help="--netns: link rate, e.g. 10mbit.")
+@click.option("--shaper", type=click.Choice(["auto", "netem", "relay"]), default="auto",
+              show_default=True,
+              help="--netns: tc netem, a user-space relay, or netem where the kernel has it.")
 @click.pass_obj
-def up(root, nodes, miners, chain, tls):
-    """Write genesis + dev wallet, start N nodes on 127.0.0.1 and connect them."""
+def up(root, nodes, miners, chain, tls, netns_nodes, latency, jitter, loss, rate, shaper):
+    """Write genesis + dev wallet, start N nodes on 127.0.0.1 and connect them.
+
+    Each node serves its block explorer and /metrics (the URL is printed). With --netns N
+    the nodes get their own network namespaces and addresses (10.250.x.10+i) and the
+    links are shaped by --latency/--jitter/--loss/--rate; the output says whether tc netem
+    or the user-space relay shapes them. `down` removes every namespace, veth and bridge
+    `up` made.
+    """
+    from devnet.netns import Shaping
+    from devnet.shaper import parse_rate
+    shaping = None
+    if netns_nodes is not None:
+        nodes = netns_nodes
+        if rate:
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--rate") from None
+        shaping = Shaping(latency, jitter, loss, rate, shaper)
+    elif latency or jitter or loss or rate or shaper != "auto":
+        raise click.UsageError("--latency/--jitter/--loss/--rate/--shaper need --netns N")
     devnet = Devnet(root, chain=chain)
     try:
-        started = devnet.up(nodes, miners=min(miners, nodes), progress=Progress())
+        started = devnet.up(nodes, miners=min(miners, nodes), progress=Progress(),
+                            netns=shaping)
     except DevnetError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"devnet up in {devnet.root}; dev keys in {devnet.wallet_dir} (empty passphrase)")
-    click.echo(f"explorer: {started[0].explorer_url} (metrics at {started[0].explorer_url}metrics)")
+    if started[0].explorer_url:
+        click.echo(f"explorer: {started[0].explorer_url} (metrics at {started[0].explorer_url}metrics)")
     click.echo(f"try: microcash-wallet --wallet-dir {devnet.wallet_dir} "
                f"--datadir {devnet.root / 'node0'} balance customer")
     if tls:
@@ -64,14 +100,14 @@ def status(root):
             click.echo(f"{r['node']}: running (pid {r['pid']}), RPC not answering")
         else:
             click.echo(f"{r['node']}: height {r['height']} tip {r['tip'][:16]}… "
-                       f"peers {r['peers']} (p2p {r['p2p']}, rpc {r['rpc']}"
+                       f"peers {r['peers']} (p2p {r['host']}:{r['p2p']}, rpc {r['rpc']}"
                        f"{', explorer ' + r['explorer'] if r['explorer'] else ''})")
 
 
 @cli.command()
 @click.pass_obj
 def down(root):
-    """Stop exactly the node processes `up` started."""
+    """Stop exactly the node processes `up` started; remove its namespaces and links."""
     stopped = Devnet(root).down()
     click.echo(f"{stopped} node(s) stopped")
 

@@ -7,6 +7,7 @@ status 1 (DESIGN "Storage faults").
 """
 
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -65,27 +66,104 @@ def _check_datadir(datadir: Path) -> None:
         _cannot_start(f"the data directory {datadir} is not usable: {exc.strerror or exc}")
 
 
-def _check_port(what: str, port: int) -> None:
-    """Refuse a fixed port another process listens on (the bind is retried by the
-    servers themselves; this only makes the message name the port)."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _check_port(what: str, host: str, port: int) -> None:
+    """Refuse a fixed port another process listens on, or a --bind/--rpc-bind address this
+    host does not have (the bind is retried by the servers themselves; this only makes
+    the message name the address and the option)."""
+    option = {"p2p": "--bind", "rpc": "--rpc-bind"}.get(what, "--http-port")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        _cannot_start(f"{option} {host!r} is not an address of this host ({exc.strerror})")
+    family, _, _, _, sockaddr = infos[0]
+    where = f"{_bracket(host)}:{port}"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio and hypercorn
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind(sockaddr)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                _cannot_start(f"{what} port 127.0.0.1:{port} is already in use "
+                _cannot_start(f"{what} port {where} is already in use "
                               f"(another node? choose another --{what}-port)")
-            _cannot_start(f"cannot bind the {what} port 127.0.0.1:{port}: {_describe(exc)}")
+            if exc.errno == errno.EADDRNOTAVAIL:
+                _cannot_start(f"{option} {host}: not an address of this host")
+            _cannot_start(f"cannot bind the {what} port {where}: {_describe(exc)}")
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _parse_hostport(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+# -- binding (p2p and RPC listen addresses, who may call the RPC, what peers are told) ---
+def _parse_bind(value: str, option: str) -> str:
+    """A --bind/--rpc-bind value: an IPv4 or IPv6 literal (brackets allowed) or a name."""
+    host = value.strip().removeprefix("[").removesuffix("]")
+    if not host:
+        raise click.BadParameter("an empty address; use 0.0.0.0 or :: for every address",
+                                 param_hint=option)
+    return host
+
+
+def _parse_externalip(value: str | None) -> tuple[str, int] | None:
+    """--externalip HOST or HOST:PORT (IPv6 as [addr]:port); port 0 = the bound port."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "0"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: HOST must be an IP address (peers never look "
+                                 "names up)", param_hint="--externalip") from None
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: bad port", param_hint="--externalip")
     return host, int(port)
+
+
+def _parse_allow_ips(values: tuple[str, ...]) -> tuple:
+    from node.rpc import parse_allow_ip
+    try:
+        return tuple(parse_allow_ip(v) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rpc-allow-ip") from None
+
+
+def binding_options(command):
+    """The listen/announce options of ``microcash-node`` (kept together, applied bottom-up)."""
+    options = [
+        click.option("--bind", "p2p_host", default="127.0.0.1", show_default=True,
+                     metavar="HOST",
+                     help="P2P listen address: an IPv4/IPv6 address of this host, "
+                          "0.0.0.0 (every IPv4 address) or :: (every address)."),
+        click.option("--rpc-bind", "rpc_host", default="127.0.0.1", show_default=True,
+                     metavar="HOST", help="JSON-RPC listen address (as --bind)."),
+        click.option("--rpc-allow-ip", "rpc_allow_ip", multiple=True, metavar="CIDR",
+                     help="Client network the JSON-RPC serves, e.g. 10.0.0.0/24; repeatable. "
+                          "Default: loopback only (127.0.0.0/8, ::1). When given, ONLY the "
+                          "listed networks are served (add 127.0.0.1 to keep local tools); "
+                          "others get HTTP 403."),
+        click.option("--externalip", metavar="HOST[:PORT]",
+                     help="Address announced to peers (hello's listen port, `addr`) when "
+                          "they must dial something other than --bind, e.g. behind NAT "
+                          "or a relay. Default: peers learn our address from the socket."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 async def _serve(node, reindex_order: list[bytes] | None) -> None:
@@ -134,9 +212,9 @@ async def _watch_signals(node) -> None:
 @click.option("--genesis", "genesis_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Genesis JSON {chain, genesis_time, premine}; default: the profile's built-in genesis.")
 @click.option("--p2p-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="P2P port on 127.0.0.1 (0 = pick one, see <datadir>/ports.json).")
+              help="P2P port on the --bind address (0 = pick one, see <datadir>/ports.json).")
 @click.option("--rpc-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="JSON-RPC port on 127.0.0.1 (0 = pick one, see <datadir>/ports.json).")
+              help="JSON-RPC port on the --rpc-bind address (0 = pick one, see <datadir>/ports.json).")
 @click.option("--connect", "connect", multiple=True, metavar="HOST:PORT",
               help="Peer to keep connected to; repeatable.")
 @click.option("--mine", "mine", metavar="ADDRESS",
@@ -163,13 +241,19 @@ async def _watch_signals(node) -> None:
               show_default=True, help="Rotate node.log when it reaches this size (0 = never).")
 @click.option("--log-backups", type=click.IntRange(0, 1000), default=DEFAULT_BACKUPS,
               show_default=True, help="Rotated logs kept (node.log.1 ... node.log.N).")
+@binding_options
 def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex, workers,
-        mempool_max_txs, log_level, http_port, log_format, log_max_bytes, log_backups):
+        mempool_max_txs, log_level, http_port, log_format, log_max_bytes, log_backups,
+        p2p_host, rpc_host, rpc_allow_ip, externalip):
     """Run a MicroCash node: LevelDB store, P2P gossip, JSON-RPC, optional miner.
 
     Stop it with Ctrl-C, SIGTERM or the `stop` RPC; it resumes from its store on restart.
     """
     peers = [_parse_hostport(c) for c in connect]
+    p2p_host = _parse_bind(p2p_host, "--bind")
+    rpc_host = _parse_bind(rpc_host, "--rpc-bind")
+    allow_ip = _parse_allow_ips(rpc_allow_ip)
+    external = _parse_externalip(externalip)
     try:
         mine_address = decode_address(mine) if mine else None
     except ValueError as exc:
@@ -186,10 +270,10 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
         _cannot_start(f"cannot write the log {datadir / 'node.log'}: {_describe(exc)}")
     global _logging_ready
     _logging_ready = True
-    _check_port("p2p", p2p_port)
-    _check_port("rpc", rpc_port)
+    _check_port("p2p", p2p_host, p2p_port)
+    _check_port("rpc", rpc_host, rpc_port)
     if http_port is not None:
-        _check_port("http", http_port)
+        _check_port("http", "127.0.0.1", http_port)
     from node.node import Node  # imported late so --help stays fast
     from node.storecheck import check_store, prepare_reindex
     reindex_order = None
@@ -199,7 +283,8 @@ def cli(datadir, chain, genesis_file, p2p_port, rpc_port, connect, mine, reindex
         else:
             check_store(datadir / "chain")
         node = Node(params, datadir, p2p_port=p2p_port, rpc_port=rpc_port, connect=peers,
-                    mine_address=mine_address, workers=workers,
+                    mine_address=mine_address, workers=workers, p2p_host=p2p_host,
+                    rpc_host=rpc_host, rpc_allow_ip=allow_ip, external=external,
                     http_port=http_port)
         node.mempool.max_txs = mempool_max_txs
     except StoreError as exc:

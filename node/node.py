@@ -28,7 +28,7 @@ from node.mempool import STATELESS_REASONS, Mempool, PolicyError
 from node.metrics import NodeMetrics
 from node.miner import (CHUNK, IN_PROCESS_TRIES, PowWorker, build_template, header_parts,
                         next_timestamp, search_nonce)
-from node.rpc import RpcServer
+from node.rpc import LOOPBACK_ONLY, RpcServer
 from node.rpc_methods import make_methods
 from node.store import ChainStore
 from node.verify import Either, WorkerPool
@@ -36,6 +36,7 @@ from node.tipwatch import TipWatch
 from node.ticketwatch import TicketWatch
 from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
+from p2p.peer import format_address
 
 log = logging.getLogger("node")
 
@@ -49,7 +50,13 @@ class Node:
     def __init__(self, params: ChainParams, datadir: Path, *, p2p_port: int = 0,
                  rpc_port: int = 0, connect: list[tuple[str, int]] = (),
                  mine_address: bytes | None = None, workers: int = 2,
+                 p2p_host: str = "127.0.0.1", rpc_host: str = "127.0.0.1",
+                 rpc_allow_ip: tuple = (), external: tuple[str, int] | None = None,
                  http_port: int | None = None, http_host: str = "127.0.0.1") -> None:
+        """``p2p_host``/``rpc_host``: listen addresses; ``rpc_allow_ip``: networks the RPC
+        serves (empty = loopback only); ``external``: (host, port) announced to peers
+        (port 0 = the bound one); ``http_port``: the explorer and /metrics on ``http_host``
+        (None: not served)."""
         self.params = params
         self.datadir = datadir
         self.store = ChainStore(datadir / "chain")
@@ -68,7 +75,8 @@ class Node:
         self.stop_requested = trio.Event()
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self._pow: PowWorker | None = None
-        self.network = Network(self, host="127.0.0.1", port=p2p_port, connect=list(connect))
+        self.network = Network(self, host=p2p_host, port=p2p_port, connect=list(connect),
+                               external=external)
         # Duplicate watch between merchants (DESIGN "Ticket watch between merchants").
         self.ticket_watch = TicketWatch(lambda eid: get_escrow(self.store.state, eid),
                                         self.genesis_hash, self.workers.verify_many,
@@ -79,9 +87,10 @@ class Node:
         self.chain.on_connected = self.metrics.on_block_connected
         self.http_port, self.http_host = http_port, http_host  # None: no explorer
         self.rpc_methods = make_methods(self)
-        self.rpc = RpcServer(self.metrics.instrument(self.rpc_methods), host="127.0.0.1",
+        self.rpc = RpcServer(self.metrics.instrument(self.rpc_methods), host=rpc_host,
                              port=rpc_port, cookie_path=datadir / ".cookie",
-                             batch_hook=self._preverify_batch)
+                             batch_hook=self._preverify_batch,
+                             allow_ip=tuple(rpc_allow_ip) or LOOPBACK_ONLY)
         # Blocks stored but not connected (a crash or a failed write between storing a
         # block and connecting it) are connected now, as Bitcoin Core's start-up
         # ActivateBestChain does; otherwise they would block their height forever.
@@ -105,8 +114,10 @@ class Node:
                     http_port = await nursery.start(serve_http, app, self.http_host,
                                                     self.http_port)
                 self._write_ports(p2p_port, rpc_port, http_port)
-                log.info("node up: chain %s height %d p2p 127.0.0.1:%d rpc 127.0.0.1:%d%s",
-                         self.params.name, self.chain.height, p2p_port, rpc_port,
+                log.info("node up: chain %s height %d p2p %s rpc %s%s",
+                         self.params.name, self.chain.height,
+                         format_address(self.network.host, p2p_port),
+                         format_address(self.rpc.host, rpc_port),
                          f" explorer http://{self.http_host}:{http_port}/"
                          if http_port is not None else "")
                 if self.mine_address is not None:
@@ -137,7 +148,11 @@ class Node:
         self.stop_requested.set()
 
     def _write_ports(self, p2p_port: int, rpc_port: int, http_port: int | None = None) -> None:
-        ports = {"p2p": p2p_port, "rpc": rpc_port}
+        """``ports.json``: the bound ports, and the address local tools reach the RPC at
+        (``rpc_host``: the --rpc-bind address, or loopback for a wildcard bind); ``http``
+        when the explorer is served."""
+        ports = {"p2p": p2p_port, "rpc": rpc_port, "p2p_host": self.network.host,
+                 "rpc_host": _reachable(self.rpc.host)}
         if http_port is not None:
             ports["http"] = http_port  # the explorer and /metrics (--http-port)
         tmp = self.datadir / "ports.json.tmp"
@@ -384,3 +399,8 @@ class Node:
                 continue
             await self.mine_block(address, give_up_on_new_tip=True)
             await trio.sleep(0)
+
+
+def _reachable(host: str) -> str:
+    """Where a local client dials a server bound to ``host`` (wildcards mean loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -25,7 +26,8 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from node.jsonrpc import Dispatcher, RpcError
 
-__all__ = ["RpcError", "RpcServer", "COOKIE_USER", "MAX_BODY_BYTES"]
+__all__ = ["RpcError", "RpcServer", "COOKIE_USER", "MAX_BODY_BYTES", "LOOPBACK_ONLY",
+           "parse_allow_ip"]
 
 log = logging.getLogger("rpc")
 
@@ -33,7 +35,38 @@ COOKIE_USER = "__cookie__"
 MAX_BODY_BYTES = 16 * 1024 * 1024  # largest accepted request body
 _GRACEFUL_SECONDS = 3.0  # in-flight requests may finish this long after close()
 
+# Who may call when no --rpc-allow-ip is given: this host only (as bitcoind's default).
+LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 Scope = dict[str, Any]
+
+
+def parse_allow_ip(text: str) -> IpNetwork:
+    """An --rpc-allow-ip value: a CIDR (``10.0.0.0/24``, ``fd00::/8``) or one address.
+
+    Raises ValueError with a readable message for anything else.
+    """
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or CIDR (e.g. 192.168.1.0/24)") from None
+
+
+def client_allowed(client: Any, allowed: tuple[IpNetwork, ...]) -> bool:
+    """Whether an ASGI ``scope["client"]`` ``(host, port)`` lies in one of ``allowed``.
+
+    An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d``, from a dual-stack ``::`` listener) is
+    judged by its IPv4 address; a client with no address (a UNIX socket) is refused.
+    """
+    try:
+        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+    except (TypeError, IndexError, ValueError):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in allowed if network.version == address.version)
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -43,7 +76,8 @@ class RpcServer:
 
     methods: name -> callable taking positional JSON params (sync or `async def`);
     host/port: where to listen (port 0 = any free port, reported by `serve`);
-    cookie_path: usually `<datadir>/.cookie`; max_body_bytes: larger bodies get 413.
+    cookie_path: usually `<datadir>/.cookie`; max_body_bytes: larger bodies get 413;
+    allow_ip: client networks served (default loopback only); others get HTTP 403.
     Errors a method raises map to JSON-RPC errors as described in node/jsonrpc.py.
     SPEC §12.
     """
@@ -57,8 +91,10 @@ class RpcServer:
         cookie_path: Path,
         max_body_bytes: int = MAX_BODY_BYTES,
         batch_hook: Callable[[list], Any] | None = None,
+        allow_ip: tuple[IpNetwork, ...] = LOOPBACK_ONLY,
     ) -> None:
         self.host = host
+        self.allow_ip = tuple(allow_ip)
         self.port: int | None = None  # the bound port, once serving
         self._requested_port = port
         self.cookie_path = Path(cookie_path)
@@ -130,7 +166,7 @@ class RpcServer:
 
 
 class _RpcApp:
-    """The ASGI callable: auth, method/path checks, body limit, then the dispatcher."""
+    """The ASGI callable: client address, auth, method/path checks, body limit, then the dispatcher."""
 
     def __init__(self, server: RpcServer) -> None:
         self._server = server
@@ -141,6 +177,11 @@ class _RpcApp:
             return
         if scope["type"] != "http":
             return  # websockets are not served; hypercorn refuses the handshake
+        if not client_allowed(scope.get("client"), self._server.allow_ip):
+            log.info("refused RPC request from %s: not in --rpc-allow-ip", scope.get("client"))
+            await _respond(send, 403, b"forbidden: your address is not in --rpc-allow-ip\n",
+                           b"text/plain")
+            return
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             headers.setdefault(name.lower(), value)

@@ -80,11 +80,17 @@ class Network:
         handshake_timeout: float = 10,
         idle_timeout: float = 120,
         discover: bool = True,
+        external: tuple[str, int] | None = None,
     ) -> None:
         self.chain = chain
-        self.host = host
+        self.host = host  # listen address: an IP literal or name; 0.0.0.0 / :: = every one
         self.port = port  # requested listen port; 0 = any free port
-        self.listen_port = 0  # actual listen port once `run` has started
+        self.bound_port = 0  # the port actually bound, once `run` has started
+        # The port peers should dial, announced in `hello`: the --externalip port when one
+        # is given (e.g. a relay or NAT in front of the node), else the bound port.
+        self.listen_port = 0
+        # (host, port) announced in `addr` as ours (port 0 = the bound port); None = none.
+        self.external = external
         self.node_nonce = secrets.randbits(64)
         self.ban_seconds = ban_seconds
         self.user_agent = user_agent
@@ -117,7 +123,10 @@ class Network:
         Raises OSError if the listen address cannot be bound.
         """
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        self.listen_port = listeners[0].socket.getsockname()[1]
+        self.bound_port = listeners[0].socket.getsockname()[1]
+        if self.external is not None and self.external[1] == 0:
+            self.external = (self.external[0], self.bound_port)
+        self.listen_port = self.external[1] if self.external is not None else self.bound_port
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -134,8 +143,10 @@ class Network:
                     nursery.start_soon(self._discover)
                 for target in self._targets:
                     nursery.start_soon(self._maintain_outbound, target)
-                logger.info("p2p listening on %s", format_address(self.host, self.listen_port))
-                task_status.started(self.listen_port)
+                logger.info("p2p listening on %s%s", format_address(self.host, self.bound_port),
+                            f" (announced as {format_address(*self.external)})"
+                            if self.external is not None else "")
+                task_status.started(self.bound_port)
         finally:
             self._nursery = None
 
@@ -203,10 +214,22 @@ class Network:
         self.download.add_peer(peer)
         if self.ticket_relay is not None:
             self.ticket_relay.peer_connected(peer.peer_id)
+        if self.external is not None:  # advertise ourselves, as Bitcoin Core's AdvertiseLocal
+            peer.send_frame(messages.build_addr([self.external]))
+
+    def own_addresses(self) -> set[tuple[str, int]]:
+        """(host, port) pairs that reach this very node: the listen and --externalip ones."""
+        ours = {(self.host, self.listen_port), (self.host, self.bound_port)}
+        if self.external is not None:
+            ours.add(self.external)
+        return ours
 
     def known_addresses(self) -> list[tuple[str, int]]:
-        """Listen addresses of handshaken peers, then learned ones (at most 1000), for `addr`."""
+        """Our --externalip (if any), listen addresses of handshaken peers, then learned ones
+        (at most 1000 in all), for `addr`."""
         seen: dict[tuple[str, int], None] = {}
+        if self.external is not None:
+            seen[self.external] = None
         for peer in self._peers.values():
             address = peer.listen_address
             if address is not None:
@@ -217,8 +240,8 @@ class Network:
 
     def addresses_received(self, peer: Peer, addresses: list[tuple[str, int]]) -> None:
         """Remember addresses a peer sent in `addr`; wake discovery if any were new."""
-        ours = (self.host, self.listen_port)
-        addresses = [a for a in addresses if a != ours]
+        ours = self.own_addresses()
+        addresses = [a for a in addresses if a not in ours]
         if self.addresses.add(addresses, trio.current_time()):
             self._discovery_wake.set()
 
@@ -363,7 +386,7 @@ class Network:
             if room <= 0 or self._nursery is None:
                 continue
             busy = {p.listen_address for p in self._peers.values() if p.listen_address}
-            busy |= set(self._targets) | self._discovered | {(self.host, self.listen_port)}
+            busy |= set(self._targets) | self._discovered | self.own_addresses()
             now = trio.current_time()
             for address in self.addresses.candidates(now, busy)[:room]:
                 if self.bans.is_banned(address[0]):

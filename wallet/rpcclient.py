@@ -89,7 +89,8 @@ class RpcClient:
 
     @classmethod
     def from_datadir(cls, datadir: Path, timeout: float = 30) -> RpcClient:
-        """A client for the node running on `datadir` (reads ports.json and .cookie).
+        """A client for the node running on `datadir` (reads ports.json and .cookie; the
+        node's `rpc_host` there, else 127.0.0.1).
 
         Raises RpcConnectionError naming the missing or malformed file.
         """
@@ -106,7 +107,11 @@ class RpcClient:
             ) from None
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise RpcConnectionError(f"{ports_path} holds no valid rpc port: {port!r}")
-        return cls.from_cookie(f"http://127.0.0.1:{port}/", datadir / ".cookie", timeout=timeout)
+        host = ports.get("rpc_host") or "127.0.0.1"  # the node's --rpc-bind address
+        if not isinstance(host, str):
+            raise RpcConnectionError(f"{ports_path} holds no valid rpc_host: {host!r}")
+        host = f"[{host}]" if ":" in host else host
+        return cls.from_cookie(f"http://{host}:{port}/", datadir / ".cookie", timeout=timeout)
 
     def call(self, method: str, *params: Any) -> Any:
         """Call `method` with positional params; return its result.
