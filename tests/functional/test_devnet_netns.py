@@ -23,6 +23,7 @@ from devnet import netns
 from devnet.demo import Merchant, MERCHANTS, EscrowPlan, Scenario
 from devnet.keys import dev_address, dev_seed
 from devnet.launcher import Devnet, wait_until
+from devnet.progress import Progress
 from wallet.customer.issuer import TicketIssuer
 
 pytestmark = pytest.mark.timeout(150)
@@ -79,7 +80,7 @@ def test_five_namespaced_nodes_with_latency_and_loss_run_the_scenario(tmp_path: 
         assert any("links shaped by tc netem" in line or "shaped in user space" in line
                    for line in lines), lines
         assert len({n.host for n in nodes}) == 5  # one address per namespace
-        scenario = Scenario(devnet, nodes, say=lines.append)
+        scenario = Scenario(devnet, nodes, Progress(interactive=False, say=lines.append))
         miner = _Miner(nodes[0])
         miner.start()
         scenario.wait_height(4, "first blocks", timeout=30)
