@@ -266,13 +266,23 @@ def get_redeemed_indices(view: StateView, escrow_id: bytes, seqno: int) -> set[i
     return {m for m, _ in _decode_redemptions(view.get(_redeemed_key(escrow_id, seqno)))}
 
 
+def get_redemptions(view: StateView, escrow_id: bytes, seqno: int) -> dict[int, int]:
+    """``{merchant_index: height}`` of the redemptions of ``(escrow_id, seqno)``."""
+    return dict(_decode_redemptions(view.get(_redeemed_key(escrow_id, seqno))))
+
+
+def put_redemptions(view: StateView, escrow_id: bytes, seqno: int,
+                    pairs: dict[int, int]) -> None:
+    """Store the whole ``{merchant_index: height}`` record of ``(escrow_id, seqno)``."""
+    view.put(_redeemed_key(escrow_id, seqno), packb([[m, pairs[m]] for m in sorted(pairs)]))
+
+
 def put_redeemed(view: StateView, escrow_id: bytes, seqno: int, merchant_index: int,
                  height: int) -> None:
     """Record that ``merchant_index`` redeemed ``(escrow_id, seqno)`` at ``height``."""
-    key = _redeemed_key(escrow_id, seqno)
-    pairs = dict(_decode_redemptions(view.get(key)))
+    pairs = get_redemptions(view, escrow_id, seqno)
     pairs[merchant_index] = height
-    view.put(key, packb([[m, pairs[m]] for m in sorted(pairs)]))
+    put_redemptions(view, escrow_id, seqno, pairs)
 
 
 def iter_redeemed(view: StateView, escrow_id: bytes) -> list[tuple[int, int, int]]:
