@@ -167,8 +167,17 @@ def get_account(view: StateView, address: bytes) -> Account:
     raw = view.get(_ACCOUNT + address)
     if raw is None:
         return Account(0, 0)
+    known = _RECENT_ACCOUNTS.get(raw)
+    if known is not None:
+        return known
     balance, nonce = expect_list(unpackb_canonical(raw), 2)
     return Account(expect_int(balance), expect_int(nonce))
+
+
+# Encodings made lately -> their (frozen) Account: a transaction reads back the account it
+# just wrote several times (nonce check, fee, amount), and the mempool re-reads them.
+_RECENT_ACCOUNTS: dict[bytes, Account] = {}
+_RECENT_ACCOUNTS_MAX = 8192
 
 
 def put_account(view: StateView, address: bytes, account: Account) -> None:
@@ -176,7 +185,11 @@ def put_account(view: StateView, address: bytes, account: Account) -> None:
     if account.balance == 0 and account.nonce == 0:
         view.delete(_ACCOUNT + address)
     else:
-        view.put(_ACCOUNT + address, packb([account.balance, account.nonce]))
+        raw = packb([account.balance, account.nonce])
+        if len(_RECENT_ACCOUNTS) >= _RECENT_ACCOUNTS_MAX:
+            _RECENT_ACCOUNTS.clear()
+        _RECENT_ACCOUNTS[raw] = account
+        view.put(_ACCOUNT + address, raw)
 
 
 def credit(view: StateView, address: bytes, amount: int) -> None:

@@ -107,6 +107,13 @@ class WorkerPool:
         futures = [self._pool.submit(verify_triples, part) for part in parts]
         return [t for part, f in zip(parts, futures) for t, ok in zip(part, f.result()) if ok]
 
+    def submit_chunks(self, triples: list[tuple[bytes, bytes, bytes]], size: int
+                      ) -> list[tuple[list, concurrent.futures.Future]]:
+        """Start checking ``triples`` in the workers, ``size`` per task; returns
+        ``[(part, future of its list of bools), ...]`` in order (needs ``workers > 0``)."""
+        parts = [triples[i:i + size] for i in range(0, len(triples), size)]
+        return [(part, self._pool.submit(verify_triples, part)) for part in parts]
+
     def prepare(self, block: Block, state: StateView, known: Container) -> set:
         """Facts of ``block`` checked valid in parallel (see module docstring)."""
         if self._pool is None:
