@@ -338,7 +338,10 @@ class Node:
         ``None`` if the tip moved (when ``give_up_on_new_tip``) or the template aged."""
         tip = self.chain.tip
         ctx = self.chain.header_context(tip)
-        vdf, checkpoints = self.vdf_for(tip.hash)
+        if tip.hash in self._vdf_cache:
+            vdf, checkpoints = self._vdf_cache[tip.hash]
+        else:  # not computed yet (start-up, a tip from elsewhere): never on the trio thread
+            vdf, checkpoints = await trio.to_thread.run_sync(self.vdf_for, tip.hash)
         txs = self.mempool.select(self.params.max_block_bytes - 20_000)
         template = build_template(tip.height + 1, tip.hash, next_timestamp(ctx.median_time_past),
                                   ctx.expected_target, vdf, checkpoints, txs, address,
