@@ -279,15 +279,31 @@ def get_redeemed_indices(view: StateView, escrow_id: bytes, seqno: int) -> set[i
     return {m for m, _ in _decode_redemptions(view.get(_redeemed_key(escrow_id, seqno)))}
 
 
+def redeemed_key(escrow_id: bytes, seqno: int) -> bytes:
+    """The state key of the redeemed record of ``(escrow_id, seqno)``."""
+    return _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
+
+
+def get_redemptions_at(view: StateView, key: bytes) -> dict[int, int]:
+    """``{merchant_index: height}`` of the redeemed record at ``key`` (``redeemed_key``)."""
+    raw = view.get(key)
+    return {} if raw is None else dict(_decode_redemptions(raw))
+
+
+def put_redemptions_at(view: StateView, key: bytes, pairs: dict[int, int]) -> None:
+    """Store the whole ``{merchant_index: height}`` record at ``key`` (``redeemed_key``)."""
+    view.put(key, packb([[m, pairs[m]] for m in sorted(pairs)]))
+
+
 def get_redemptions(view: StateView, escrow_id: bytes, seqno: int) -> dict[int, int]:
     """``{merchant_index: height}`` of the redemptions of ``(escrow_id, seqno)``."""
-    return dict(_decode_redemptions(view.get(_redeemed_key(escrow_id, seqno))))
+    return get_redemptions_at(view, redeemed_key(escrow_id, seqno))
 
 
 def put_redemptions(view: StateView, escrow_id: bytes, seqno: int,
                     pairs: dict[int, int]) -> None:
     """Store the whole ``{merchant_index: height}`` record of ``(escrow_id, seqno)``."""
-    view.put(_redeemed_key(escrow_id, seqno), packb([[m, pairs[m]] for m in sorted(pairs)]))
+    put_redemptions_at(view, redeemed_key(escrow_id, seqno), pairs)
 
 
 def put_redeemed(view: StateView, escrow_id: bytes, seqno: int, merchant_index: int,

@@ -14,16 +14,15 @@ from consensus.block import Block, HeaderContext, compute_tx_root, verify_header
 from consensus.channel import (process_channel_cheat, process_channel_close,
                                process_channel_expiries, process_channel_open)
 from consensus.errors import ConsensusError
-from consensus.escrow import (EscrowState, compute_escrow_id, compute_group_of_seqno,
-                              compute_start, compute_t_draw, compute_t_expire,
+from consensus.escrow import (EscrowState, compute_escrow_id, compute_start, compute_t_draw,
                               compute_t_refund, verify_escrow_params)
 from consensus.lottery import winner_set
 from consensus.micropay import process_mp_claim, process_mp_escrow, process_mp_refunds
 from consensus.params import ChainParams
 from consensus.state import (Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, debit_account, delete_escrow, get_account,
-                             get_block_vdf, get_escrow, get_redemptions, get_refunds_at,
-                             put_block_vdf, put_escrow, put_redemptions)
+                             get_block_vdf, get_escrow, get_redemptions_at, get_refunds_at,
+                             put_block_vdf, put_escrow, put_redemptions_at, redeemed_key)
 from consensus.ticket import Ticket, verify_ticket_signature
 from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
                           ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
@@ -136,10 +135,13 @@ class RedeemEscrow:
     ``escrow``; ``escrow_balance``, ``penalty_balance`` and ``broken`` are the running
     values. ``groups`` caches, per draw group, ``(t_draw + 1, t_expire, winners)``."""
 
-    __slots__ = ("escrow", "escrow_balance", "penalty_balance", "broken", "groups", "dirty")
+    __slots__ = ("escrow", "escrow_balance", "penalty_balance", "broken", "groups", "dirty",
+                 "n", "draw_size")
 
     def __init__(self, escrow: EscrowState) -> None:
         self.escrow = escrow
+        self.n = escrow.N                  # constant while a REDEEM runs
+        self.draw_size = escrow.draw_size
         self.escrow_balance = escrow.escrow_balance
         self.penalty_balance = escrow.penalty_balance
         self.broken = escrow.broken
@@ -165,8 +167,8 @@ class RedeemBatch:
         self.ctx = ctx
         self.view = view
         self.escrows: dict[bytes, RedeemEscrow | None] = {}
-        self.redeemed: dict[tuple[bytes, int], dict[int, int]] = {}
-        self.recorded: dict[tuple[bytes, int], None] = {}  # keys this REDEEM added to
+        self.redeemed: dict[bytes, dict[int, int]] = {}  # redeemed_key -> record so far
+        self.recorded: dict[bytes, None] = {}  # keys of the records this REDEEM added to
         self.burned = 0
 
     def get_escrow(self, escrow_id: bytes) -> RedeemEscrow | None:
@@ -189,13 +191,13 @@ class RedeemBatch:
                                       compute_draw(self.view, params, escrow_id, escrow, g))
         return known
 
-    def get_redemptions(self, escrow_id: bytes, seqno: int) -> dict[int, int]:
-        """``{merchant_index: height}`` of ``(escrow_id, seqno)`` so far (a live dict)."""
-        key = (escrow_id, seqno)
+    def get_redemptions(self, key: bytes) -> dict[int, int]:
+        """``{merchant_index: height}`` of the record at ``key`` (``redeemed_key``) so
+        far (a live dict)."""
         try:
             return self.redeemed[key]
         except KeyError:
-            pairs = self.redeemed[key] = get_redemptions(self.view, escrow_id, seqno)
+            pairs = self.redeemed[key] = get_redemptions_at(self.view, key)
             return pairs
 
     def finish(self) -> None:
@@ -204,7 +206,7 @@ class RedeemBatch:
             if work is not None and work.dirty:
                 put_escrow(self.view, escrow_id, work.state())
         for key in self.recorded:
-            put_redemptions(self.view, key[0], key[1], self.redeemed[key])
+            put_redemptions_at(self.view, key, self.redeemed[key])
         if self.burned:
             add_burned(self.view, self.burned)
 
@@ -222,10 +224,10 @@ def verify_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> R
     if (ticket.merchant_index >= len(escrow.merchants)
             or escrow.merchants[ticket.merchant_index] != sender):
         raise ConsensusError("wrong-merchant")
-    if ticket.seqno >= escrow.N:
+    if ticket.seqno >= work.n:
         raise ConsensusError("seqno-out-of-range")
-    drawn_at, t_expire, winners = batch.get_group(ticket.escrow_id, work,
-                                                  compute_group_of_seqno(escrow, ticket.seqno))
+    g = ticket.seqno // work.draw_size  # compute_group_of_seqno, with the cached draw size
+    drawn_at, t_expire, winners = batch.get_group(ticket.escrow_id, work, g)
     if ctx.height < drawn_at:
         raise ConsensusError("ticket-not-drawn")
     if ctx.height > t_expire:
@@ -240,7 +242,8 @@ def verify_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> R
 def process_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> int:
     """SPEC §7 for one ticket: verify, pay, record (in ``batch``); returns units paid."""
     work = verify_redeem_ticket(batch, sender, ticket)
-    earlier = batch.get_redemptions(ticket.escrow_id, ticket.seqno)
+    key = redeemed_key(ticket.escrow_id, ticket.seqno)
+    earlier = batch.get_redemptions(key)
     if ticket.merchant_index in earlier:
         raise ConsensusError("ticket-already-redeemed")
     duplicate = bool(earlier)
@@ -260,7 +263,7 @@ def process_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> 
         batch.burned += work.penalty_balance
         work.penalty_balance = 0
         work.broken = True
-    batch.recorded[(ticket.escrow_id, ticket.seqno)] = None
+    batch.recorded[key] = None
     earlier[ticket.merchant_index] = batch.ctx.height
     return paid
 
