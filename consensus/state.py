@@ -68,15 +68,20 @@ class Overlay:
         self.writes: dict[bytes, bytes | None] = {}
         self.undo: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] = []
+        # base values read so far: the undo of a key read before it is written needs no
+        # second read (the base does not change under a live overlay; ``commit`` clears)
+        self._base_reads: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
             return self.writes[key]
-        return self.base.get(key)
+        value = self._base_reads[key] = self.base.get(key)
+        return value
 
     def _touch(self, key: bytes) -> None:
         if key not in self.undo:
-            self.undo[key] = self.base.get(key)
+            reads = self._base_reads
+            self.undo[key] = reads[key] if key in reads else self.base.get(key)
         if key not in self.writes:
             bisect.insort(self._sorted, key)
 
@@ -117,6 +122,7 @@ class Overlay:
         self.writes.clear()
         self.undo.clear()
         self._sorted.clear()
+        self._base_reads.clear()
 
     def changes(self) -> dict[bytes, bytes | None]:
         """Net writes (``None`` = delete), only keys whose value really changed."""
