@@ -68,15 +68,20 @@ class Overlay:
         self.writes: dict[bytes, bytes | None] = {}
         self.undo: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] = []
+        # base values read so far: the undo of a key read before it is written needs no
+        # second read (the base does not change under a live overlay; ``commit`` clears)
+        self._base_reads: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.writes:
             return self.writes[key]
-        return self.base.get(key)
+        value = self._base_reads[key] = self.base.get(key)
+        return value
 
     def _touch(self, key: bytes) -> None:
         if key not in self.undo:
-            self.undo[key] = self.base.get(key)
+            reads = self._base_reads
+            self.undo[key] = reads[key] if key in reads else self.base.get(key)
         if key not in self.writes:
             bisect.insort(self._sorted, key)
 
@@ -117,6 +122,7 @@ class Overlay:
         self.writes.clear()
         self.undo.clear()
         self._sorted.clear()
+        self._base_reads.clear()
 
     def changes(self) -> dict[bytes, bytes | None]:
         """Net writes (``None`` = delete), only keys whose value really changed."""
@@ -167,8 +173,17 @@ def get_account(view: StateView, address: bytes) -> Account:
     raw = view.get(_ACCOUNT + address)
     if raw is None:
         return Account(0, 0)
+    known = _RECENT_ACCOUNTS.get(raw)
+    if known is not None:
+        return known
     balance, nonce = expect_list(unpackb_canonical(raw), 2)
     return Account(expect_int(balance), expect_int(nonce))
+
+
+# Encodings made lately -> their (frozen) Account: a transaction reads back the account it
+# just wrote several times (nonce check, fee, amount), and the mempool re-reads them.
+_RECENT_ACCOUNTS: dict[bytes, Account] = {}
+_RECENT_ACCOUNTS_MAX = 8192
 
 
 def put_account(view: StateView, address: bytes, account: Account) -> None:
@@ -176,7 +191,11 @@ def put_account(view: StateView, address: bytes, account: Account) -> None:
     if account.balance == 0 and account.nonce == 0:
         view.delete(_ACCOUNT + address)
     else:
-        view.put(_ACCOUNT + address, packb([account.balance, account.nonce]))
+        raw = packb([account.balance, account.nonce])
+        if len(_RECENT_ACCOUNTS) >= _RECENT_ACCOUNTS_MAX:
+            _RECENT_ACCOUNTS.clear()
+        _RECENT_ACCOUNTS[raw] = account
+        view.put(_ACCOUNT + address, raw)
 
 
 def credit(view: StateView, address: bytes, amount: int) -> None:
@@ -266,13 +285,39 @@ def get_redeemed_indices(view: StateView, escrow_id: bytes, seqno: int) -> set[i
     return {m for m, _ in _decode_redemptions(view.get(_redeemed_key(escrow_id, seqno)))}
 
 
+def redeemed_key(escrow_id: bytes, seqno: int) -> bytes:
+    """The state key of the redeemed record of ``(escrow_id, seqno)``."""
+    return _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
+
+
+def get_redemptions_at(view: StateView, key: bytes) -> dict[int, int]:
+    """``{merchant_index: height}`` of the redeemed record at ``key`` (``redeemed_key``)."""
+    raw = view.get(key)
+    return {} if raw is None else dict(_decode_redemptions(raw))
+
+
+def put_redemptions_at(view: StateView, key: bytes, pairs: dict[int, int]) -> None:
+    """Store the whole ``{merchant_index: height}`` record at ``key`` (``redeemed_key``)."""
+    view.put(key, packb([[m, pairs[m]] for m in sorted(pairs)]))
+
+
+def get_redemptions(view: StateView, escrow_id: bytes, seqno: int) -> dict[int, int]:
+    """``{merchant_index: height}`` of the redemptions of ``(escrow_id, seqno)``."""
+    return get_redemptions_at(view, redeemed_key(escrow_id, seqno))
+
+
+def put_redemptions(view: StateView, escrow_id: bytes, seqno: int,
+                    pairs: dict[int, int]) -> None:
+    """Store the whole ``{merchant_index: height}`` record of ``(escrow_id, seqno)``."""
+    put_redemptions_at(view, redeemed_key(escrow_id, seqno), pairs)
+
+
 def put_redeemed(view: StateView, escrow_id: bytes, seqno: int, merchant_index: int,
                  height: int) -> None:
     """Record that ``merchant_index`` redeemed ``(escrow_id, seqno)`` at ``height``."""
-    key = _redeemed_key(escrow_id, seqno)
-    pairs = dict(_decode_redemptions(view.get(key)))
+    pairs = get_redemptions(view, escrow_id, seqno)
     pairs[merchant_index] = height
-    view.put(key, packb([[m, pairs[m]] for m in sorted(pairs)]))
+    put_redemptions(view, escrow_id, seqno, pairs)
 
 
 def iter_redeemed(view: StateView, escrow_id: bytes) -> list[tuple[int, int, int]]:

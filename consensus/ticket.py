@@ -23,8 +23,12 @@ class Ticket:
 
     def body(self) -> bytes:
         """The 43 signed bytes: version, merchant_index, escrow_id, seqno (big-endian)."""
-        return (bytes([self.version]) + self.merchant_index.to_bytes(2, "big")
-                + self.escrow_id + self.seqno.to_bytes(8, "big"))
+        body = self.__dict__.get("_body")
+        if body is None:
+            body = (bytes([self.version]) + self.merchant_index.to_bytes(2, "big")
+                    + self.escrow_id + self.seqno.to_bytes(8, "big"))
+            object.__setattr__(self, "_body", body)
+        return body
 
     def encode(self) -> bytes:
         """The fixed 107-byte layout of SPEC §4."""
@@ -38,9 +42,11 @@ class Ticket:
         data = bytes(data)
         if data[0] != TICKET_VERSION:
             raise DecodeError(f"unknown ticket version {data[0]}")
-        return cls(version=data[0], merchant_index=int.from_bytes(data[1:3], "big"),
-                   escrow_id=data[3:35], seqno=int.from_bytes(data[35:43], "big"),
-                   sig=data[43:107])
+        ticket = object.__new__(cls)  # the frozen dataclass's fields, set at C speed
+        ticket.__dict__.update(version=data[0], merchant_index=int.from_bytes(data[1:3], "big"),
+                               escrow_id=data[3:35], seqno=int.from_bytes(data[35:43], "big"),
+                               sig=data[43:107], _body=data[:_BODY_SIZE])
+        return ticket
 
     def signing_message(self, genesis_hash: bytes) -> bytes:
         """``b"MCT1" || genesis_hash || bytes[0:43]`` (SPEC §4)."""

@@ -14,16 +14,15 @@ from consensus.block import Block, HeaderContext, compute_tx_root, verify_header
 from consensus.channel import (process_channel_cheat, process_channel_close,
                                process_channel_expiries, process_channel_open)
 from consensus.errors import ConsensusError
-from consensus.escrow import (EscrowState, compute_escrow_id, compute_group_of_seqno,
-                              compute_start, compute_t_draw, compute_t_expire,
+from consensus.escrow import (EscrowState, compute_escrow_id, compute_start, compute_t_draw,
                               compute_t_refund, verify_escrow_params)
 from consensus.lottery import winner_set
 from consensus.micropay import process_mp_claim, process_mp_escrow, process_mp_refunds
 from consensus.params import ChainParams
 from consensus.state import (Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, debit_account, delete_escrow, get_account,
-                             get_block_vdf, get_escrow, get_redeemed_indices, get_refunds_at,
-                             put_block_vdf, put_escrow, put_redeemed)
+                             get_block_vdf, get_escrow, get_redemptions_at, get_refunds_at,
+                             put_block_vdf, put_escrow, put_redemptions_at, redeemed_key)
 from consensus.ticket import Ticket, verify_ticket_signature
 from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
                           ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
@@ -128,62 +127,159 @@ def break_escrow(view: StateView, escrow_id: bytes, escrow: EscrowState) -> Escr
     return broken
 
 
-def verify_redeem_ticket(ctx: TxContext, view: StateView, sender: bytes,
-                         ticket: Ticket) -> EscrowState:
-    """SPEC §7 steps 1–3 for one ticket; returns its escrow."""
-    escrow = get_escrow(view, ticket.escrow_id)
-    if escrow is None:
+class RedeemEscrow:
+    """One escrow as a REDEEM transaction works on it (SPEC §7): read once, its balances
+    updated in place ticket after ticket, written back once (``RedeemBatch.finish``).
+
+    The fields a REDEEM never changes (owner, merchants, the schedule) are read from
+    ``escrow``; ``escrow_balance``, ``penalty_balance`` and ``broken`` are the running
+    values. ``groups`` caches, per draw group, ``(t_draw + 1, t_expire, winners)``."""
+
+    __slots__ = ("escrow", "escrow_balance", "penalty_balance", "broken", "groups", "dirty",
+                 "n", "draw_size")
+
+    def __init__(self, escrow: EscrowState) -> None:
+        self.escrow = escrow
+        self.n = escrow.N                  # constant while a REDEEM runs
+        self.draw_size = escrow.draw_size
+        self.escrow_balance = escrow.escrow_balance
+        self.penalty_balance = escrow.penalty_balance
+        self.broken = escrow.broken
+        self.groups: dict[int, tuple[int, int, frozenset[int] | None]] = {}
+        self.dirty = False
+
+    def state(self) -> EscrowState:
+        """The escrow with the running balances."""
+        return self.escrow.replace(escrow_balance=self.escrow_balance,
+                                   penalty_balance=self.penalty_balance, broken=self.broken)
+
+
+class RedeemBatch:
+    """The state one REDEEM transaction reads and writes (SPEC §7), held in memory while
+    its tickets are checked and paid, then written to ``view`` once by ``finish``.
+
+    Reads go through the batch (an escrow paid by an earlier ticket of the same REDEEM
+    shows its new balance; a ticket recorded earlier in it counts as redeemed), so the
+    outcome, the reject reasons and their order are those of applying the tickets one by
+    one; only the number of encodes and writes changes (one per escrow and per record)."""
+
+    def __init__(self, ctx: TxContext, view: StateView) -> None:
+        self.ctx = ctx
+        self.view = view
+        self.escrows: dict[bytes, RedeemEscrow | None] = {}
+        self.redeemed: dict[bytes, dict[int, int]] = {}  # redeemed_key -> record so far
+        self.recorded: dict[bytes, None] = {}  # keys of the records this REDEEM added to
+        self.burned = 0
+
+    def get_escrow(self, escrow_id: bytes) -> RedeemEscrow | None:
+        """The escrow ``escrow_id`` with this REDEEM's changes so far, or ``None``."""
+        try:
+            return self.escrows[escrow_id]
+        except KeyError:
+            escrow = get_escrow(self.view, escrow_id)
+            work = self.escrows[escrow_id] = None if escrow is None else RedeemEscrow(escrow)
+            return work
+
+    def get_group(self, escrow_id: bytes, work: RedeemEscrow, g: int
+                  ) -> tuple[int, int, frozenset[int] | None]:
+        """``(t_draw(g) + 1, t_expire(g), winners or None)`` of group ``g`` (SPEC §6)."""
+        known = work.groups.get(g)
+        if known is None:
+            params, escrow = self.ctx.params, work.escrow
+            t_draw = compute_t_draw(params, escrow, g)
+            known = work.groups[g] = (t_draw + 1, t_draw + params.d_redeem,
+                                      compute_draw(self.view, params, escrow_id, escrow, g))
+        return known
+
+    def get_redemptions(self, key: bytes) -> dict[int, int]:
+        """``{merchant_index: height}`` of the record at ``key`` (``redeemed_key``) so
+        far (a live dict)."""
+        try:
+            return self.redeemed[key]
+        except KeyError:
+            pairs = self.redeemed[key] = get_redemptions_at(self.view, key)
+            return pairs
+
+    def finish(self) -> None:
+        """Write the changed escrows, the new redeemed records and the burned total."""
+        for escrow_id, work in self.escrows.items():
+            if work is not None and work.dirty:
+                put_escrow(self.view, escrow_id, work.state())
+        for key in self.recorded:
+            put_redemptions_at(self.view, key, self.redeemed[key])
+        if self.burned:
+            add_burned(self.view, self.burned)
+
+
+def verify_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> RedeemEscrow:
+    """SPEC §7 steps 1–3 for one ticket; returns its escrow (as the batch holds it)."""
+    ctx = batch.ctx
+    work = batch.get_escrow(ticket.escrow_id)
+    if work is None:
         raise ConsensusError("unknown-escrow")
+    escrow = work.escrow
     if not check_signature(ctx, escrow.owner, ticket.signing_message(ctx.genesis_hash),
                            ticket.sig):
         raise ConsensusError("bad-ticket-signature")
     if (ticket.merchant_index >= len(escrow.merchants)
             or escrow.merchants[ticket.merchant_index] != sender):
         raise ConsensusError("wrong-merchant")
-    if ticket.seqno >= escrow.N:
+    if ticket.seqno >= work.n:
         raise ConsensusError("seqno-out-of-range")
-    g = compute_group_of_seqno(escrow, ticket.seqno)
-    if ctx.height < compute_t_draw(ctx.params, escrow, g) + 1:
+    g = ticket.seqno // work.draw_size  # compute_group_of_seqno, with the cached draw size
+    drawn_at, t_expire, winners = batch.get_group(ticket.escrow_id, work, g)
+    if ctx.height < drawn_at:
         raise ConsensusError("ticket-not-drawn")
-    if ctx.height > compute_t_expire(ctx.params, escrow, g):
+    if ctx.height > t_expire:
         raise ConsensusError("ticket-expired")
-    winners = compute_draw(view, ctx.params, ticket.escrow_id, escrow, g)
     if winners is None:  # unreachable on a consistent chain: block t_draw+1 is connected
         raise ConsensusError("ticket-not-drawn", "draw value missing")
     if ticket.seqno not in winners:
         raise ConsensusError("ticket-not-winning")
-    return escrow
+    return work
 
 
-def process_redeem_ticket(ctx: TxContext, view: StateView, sender: bytes, ticket: Ticket) -> int:
-    """SPEC §7 for one ticket: verify, pay, record; returns units paid."""
-    escrow = verify_redeem_ticket(ctx, view, sender, ticket)
-    earlier = get_redeemed_indices(view, ticket.escrow_id, ticket.seqno)
+def process_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> int:
+    """SPEC §7 for one ticket: verify, pay, record (in ``batch``); returns units paid."""
+    work = verify_redeem_ticket(batch, sender, ticket)
+    key = redeemed_key(ticket.escrow_id, ticket.seqno)
+    earlier = batch.get_redemptions(key)
     if ticket.merchant_index in earlier:
         raise ConsensusError("ticket-already-redeemed")
     duplicate = bool(earlier)
+    beta = work.escrow.beta
     if duplicate:  # D2: the duplicate's beta comes from the penalty first
-        from_penalty = min(escrow.beta, escrow.penalty_balance)
-        from_escrow = min(escrow.beta - from_penalty, escrow.escrow_balance)
+        from_penalty = min(beta, work.penalty_balance)
+        from_escrow = min(beta - from_penalty, work.escrow_balance)
     else:
-        from_penalty, from_escrow = 0, min(escrow.beta, escrow.escrow_balance)
+        from_penalty, from_escrow = 0, min(beta, work.escrow_balance)
     paid = from_penalty + from_escrow
     if paid == 0:
         raise ConsensusError("escrow-exhausted")
-    escrow = escrow.replace(penalty_balance=escrow.penalty_balance - from_penalty,
-                            escrow_balance=escrow.escrow_balance - from_escrow)
-    put_escrow(view, ticket.escrow_id, escrow)
-    if duplicate and not escrow.broken:
-        break_escrow(view, ticket.escrow_id, escrow)
-    put_redeemed(view, ticket.escrow_id, ticket.seqno, ticket.merchant_index, ctx.height)
+    work.penalty_balance -= from_penalty
+    work.escrow_balance -= from_escrow
+    work.dirty = True
+    if duplicate and not work.broken:  # break_escrow (SPEC §8), on the batch
+        batch.burned += work.penalty_balance
+        work.penalty_balance = 0
+        work.broken = True
+    batch.recorded[key] = None
+    earlier[ticket.merchant_index] = batch.ctx.height
     return paid
 
 
 def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
-    """REDEEM (SPEC §7, paper §4.4): all tickets or none; fee comes out of the payout."""
-    payout = sum(process_redeem_ticket(ctx, view, tx.sender, t) for t in tx.tickets())
+    """REDEEM (SPEC §7, paper §4.4): all tickets or none; fee comes out of the payout.
+
+    The tickets are applied in order to one ``RedeemBatch`` written back once at the end
+    (on a failure ``view`` may hold partial writes, as ``apply_tx`` says)."""
+    batch = RedeemBatch(ctx, view)
+    payout = 0
+    for ticket in tx.tickets():
+        payout += process_redeem_ticket(batch, tx.sender, ticket)
     if tx.fee > payout:
         raise ConsensusError("fee-exceeds-payout")
+    batch.finish()
     credit(view, tx.sender, payout - tx.fee)
 
 

@@ -83,11 +83,15 @@ class Tx:
             raise ConsensusError("bad-version", f"tx version {version}")
         if kind not in KIND_NAMES:
             raise ConsensusError("bad-kind", f"tx kind {kind}")
+        tickets = None
         if kind in _BODY_TYPES:
             body = _BODY_TYPES[kind].from_obj(body)
         else:
-            _BODY_CHECKS[kind](body)
-        return cls(version, kind, sender, nonce, fee, body, sig)
+            tickets = _BODY_CHECKS[kind](body)
+        tx = cls(version, kind, sender, nonce, fee, body, sig)
+        if tickets is not None:  # checking a REDEEM/CHEAT_PROOF body decoded its tickets
+            object.__setattr__(tx, "_tickets", tickets)
+        return tx
 
     def txid(self) -> bytes:
         """``H(b"txid", packb(tx))`` (SPEC §2); computed once per object, then cached."""
@@ -146,23 +150,23 @@ def _check_escrow_body(body: Any) -> None:
         expect_bytes(merchant, 32, "merchant")
 
 
-def _check_ticket(raw: Any) -> None:
-    Ticket.decode(expect_bytes(raw, TICKET_SIZE, "ticket"))
+def _check_ticket(raw: Any) -> Ticket:
+    return Ticket.decode(expect_bytes(raw, TICKET_SIZE, "ticket"))
 
 
-def _check_redeem_body(body: Any) -> None:
+def _check_redeem_body(body: Any) -> list[Ticket]:
     tickets = expect_list(body, None, "redeem")
     if not 1 <= len(tickets) <= MAX_REDEEM_TICKETS:
         raise DecodeError(f"redeem carries {len(tickets)} tickets (1..{MAX_REDEEM_TICKETS})")
-    for raw in tickets:
-        _check_ticket(raw)
+    return [_check_ticket(raw) for raw in tickets]
 
 
-def _check_cheat_body(body: Any) -> None:
+def _check_cheat_body(body: Any) -> list[Ticket]:
     ticket_a, ticket_b = expect_list(body, 2, "cheat_proof")
-    _check_ticket(ticket_a)
+    tickets = [_check_ticket(ticket_a)]
     if ticket_b is not None:
-        _check_ticket(ticket_b)
+        tickets.append(_check_ticket(ticket_b))
+    return tickets
 
 
 _BODY_CHECKS = {COINBASE: _check_coinbase_body, TRANSFER: _check_transfer_body,

@@ -50,11 +50,17 @@ class _Method:
     name: str
     func: Callable[..., Any]
     signature: inspect.Signature | None  # None: not introspectable, arity unchecked
+    simple: tuple[type, ...] | None = None  # see _simple_types
 
     def check_params(self, params: list[Any]) -> None:
         """Raise RpcError(INVALID_PARAMS) unless `params` fit the signature."""
         if self.signature is None:
             return
+        fast = self.simple
+        if fast is not None and len(params) == len(fast) and all(
+                isinstance(v, t) and not (isinstance(v, bool) and t is not bool)
+                for v, t in zip(params, fast)):
+            return  # exactly the required positional params, of simple types: they fit
         try:
             bound = self.signature.bind(*params)
         except TypeError as exc:
@@ -96,6 +102,22 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(func)
     except (TypeError, ValueError):
         return None
+
+
+def _simple_types(signature: inspect.Signature | None) -> tuple[type, ...] | None:
+    """The types of a signature made only of required positional parameters annotated
+    ``str``/``int``/``bool``/``list``/``dict`` (params of exactly those types fit it
+    without ``Signature.bind``), else None."""
+    if signature is None:
+        return None
+    types_ = []
+    for p in signature.parameters.values():
+        if (p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD
+                or p.default is not inspect.Parameter.empty
+                or p.annotation not in (str, int, bool, list, dict)):
+            return None
+        types_.append(p.annotation)
+    return tuple(types_)
 
 
 _SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {
@@ -168,7 +190,8 @@ class Dispatcher:
     def __init__(self, methods: Mapping[str, Callable[..., Any]],
                  batch_hook: Callable[[list], Any] | None = None) -> None:
         self._methods = {
-            name: _Method(name, func, _signature(func)) for name, func in methods.items()
+            name: _Method(name, func, sig, _simple_types(sig))
+            for name, func, sig in ((n, f, _signature(f)) for n, f in methods.items())
         }
         # awaited with the whole batch (a list of raw request objects) before it runs,
         # e.g. to check a batch's signatures in parallel; must not raise

@@ -38,6 +38,7 @@ from p2p.interface import BlockResult, BlockStatus, HeadersResult, TxResult
 from p2p.network import Network
 from p2p.peer import format_address
 
+PIPELINE_CHUNK = 12  # signatures per worker task when checking an RPC batch (pipelined)
 log = logging.getLogger("node")
 
 TEMPLATE_REFRESH_SECONDS = 5.0
@@ -74,6 +75,10 @@ class Node:
         self.tipwatch = TipWatch(self.chain.tip.hash, self.chain.height)  # waiting RPCs
         self.stop_requested = trio.Event()
         self._vdf_cache: dict[bytes, tuple[bytes, list[bytes]]] = {}
+        # hex -> Tx decoded by the RPC batch hook, taken by its sendrawtransaction call
+        self.decoded_txs: dict[str, Tx] = {}
+        # signature triple -> (its chunk, the future of the workers' check of it)
+        self._pending_sigs: dict[tuple, tuple[list, object]] = {}
         self._pow: PowWorker | None = None
         self.network = Network(self, host=p2p_host, port=p2p_port, connect=list(connect),
                                external=external)
@@ -242,20 +247,58 @@ class Node:
             try:
                 if item.get("method") != "sendrawtransaction":
                     continue
-                tx = Tx.decode(bytes.fromhex(item["params"][0]))
+                hex_tx = item["params"][0]
+                tx = Tx.decode(bytes.fromhex(hex_tx))
             except Exception:  # anything malformed is judged (and reported) by the call
                 continue
+            if len(self.decoded_txs) >= 20_000:
+                self.decoded_txs.clear()
+            self.decoded_txs[hex_tx] = tx  # the call takes it instead of decoding again
             triple = (tx.sender, tx.signing_message(self.genesis_hash), tx.sig)
             if triple not in self.mempool.verified:
                 triples.append(triple)
-        if len(triples) >= 16:
+        if len(triples) < 16:
+            return
+        if not self.workers.workers:
             valid = await trio.to_thread.run_sync(self.workers.verify_many, triples)
             self.mempool.verified.update(valid)
+            return
+        # Pipelined: the chunks are checked in the workers while the calls run; a call
+        # whose chunk is not back yet waits for it (``_take_pending``), the first one
+        # off the trio thread.
+        chunks = self.workers.submit_chunks(triples, PIPELINE_CHUNK)
+        if len(self._pending_sigs) > 20_000:
+            self._pending_sigs.clear()
+        for chunk in chunks:
+            for triple in chunk[0]:
+                self._pending_sigs[triple] = chunk
+        await trio.to_thread.run_sync(chunks[0][1].result)
+        self._take_pending(chunks[0][0][0])
+
+    def _take_pending(self, triple: tuple) -> None:
+        """If ``triple`` is in a chunk still being checked by the workers, wait for that
+        chunk (a few signatures' time: the chunks before it were waited for already)
+        and put its valid triples into the verified set."""
+        chunk = self._pending_sigs.pop(triple, None)
+        if chunk is None:
+            return
+        part, future = chunk
+        try:
+            results = future.result(timeout=30)
+        except Exception as exc:  # a broken pool: the call checks the signature inline
+            log.warning("worker signature check failed (%s); checking inline", exc)
+            results = [False] * len(part)
+        for item, ok in zip(part, results):
+            self._pending_sigs.pop(item, None)
+            if ok:
+                self.mempool.verified.add(item)
 
     def accept_tx(self, tx: Tx) -> bytes:
         """Add ``tx`` to the mempool and announce it; raises ``ConsensusError`` or
         ``PolicyError`` with the reject reason."""
         txid = tx.txid()
+        if self._pending_sigs:
+            self._take_pending((tx.sender, tx.signing_message(self.genesis_hash), tx.sig))
         if self.store.get_tx_height(txid) is not None:
             raise PolicyError("txn-already-known")
         self.mempool.add(tx)
@@ -352,7 +395,10 @@ class Node:
         ``None`` if the tip moved (when ``give_up_on_new_tip``) or the template aged."""
         tip = self.chain.tip
         ctx = self.chain.header_context(tip)
-        vdf, checkpoints = self.vdf_for(tip.hash)
+        if tip.hash in self._vdf_cache:
+            vdf, checkpoints = self._vdf_cache[tip.hash]
+        else:  # not computed yet (start-up, a tip from elsewhere): never on the trio thread
+            vdf, checkpoints = await trio.to_thread.run_sync(self.vdf_for, tip.hash)
         txs = self.mempool.select(self.params.max_block_bytes - 20_000)
         template = build_template(tip.height + 1, tip.hash, next_timestamp(ctx.median_time_past),
                                   ctx.expected_target, vdf, checkpoints, txs, address,

@@ -128,11 +128,13 @@ def make_methods(node: "Node") -> dict[str, Callable]:
 
     def sendrawtransaction(hex_tx: str) -> str:
         """SPEC §12: validate and pool a hex transaction; its txid or the reject reason."""
-        try:
-            raw = bytes.fromhex(hex_tx)
-        except (ValueError, TypeError):
-            raise ConsensusError("bad-encoding", "not hex") from None
-        tx = Tx.decode(raw)
+        tx = node.decoded_txs.pop(hex_tx, None)  # decoded already by the batch hook
+        if tx is None:
+            try:
+                raw = bytes.fromhex(hex_tx)
+            except (ValueError, TypeError):
+                raise ConsensusError("bad-encoding", "not hex") from None
+            tx = Tx.decode(raw)
         try:
             return node.accept_tx(tx).hex()
         except PolicyError as exc:

@@ -4,10 +4,11 @@ the next template needs (SPEC §5, §10).
 ``WorkerPool.prepare(block, state)`` runs in the node's block thread (never in the trio
 thread): it collects the block's signature triples (transaction signatures, and REDEEM /
 CHEAT_PROOF ticket signatures whose escrow already exists) and its VDF segments, checks
-them in parallel across ``workers`` processes and returns the valid ones as a set.
-Consensus then gets that set as ``verified`` and skips those checks; anything missing
-or invalid is simply checked again inline, so reject reasons and their order do not
-change.
+them in parallel across ``workers`` processes, in several chunks per worker, and returns
+at once a ``PendingChecks`` container of them. Consensus gets it as ``verified`` and
+skips the checks found valid (waiting for a chunk only when it reaches one not back
+yet, so the state work overlaps the workers'); anything missing or invalid is simply
+checked again inline, so reject reasons and their order do not change.
 """
 
 import concurrent.futures
@@ -22,6 +23,7 @@ from consensus.tx import CHEAT_PROOF, COINBASE, REDEEM
 from consensus.vdf import compute_vdf, is_segment_valid, vdf_segments
 
 MIN_PARALLEL = 64  # fewer signatures than this are not worth a round trip
+CHUNKS_PER_WORKER = 4  # worker tasks per worker for one block's signatures
 
 
 def verify_triples(triples: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -107,26 +109,64 @@ class WorkerPool:
         futures = [self._pool.submit(verify_triples, part) for part in parts]
         return [t for part, f in zip(parts, futures) for t, ok in zip(part, f.result()) if ok]
 
+    def submit_chunks(self, triples: list[tuple[bytes, bytes, bytes]], size: int
+                      ) -> list[tuple[list, concurrent.futures.Future]]:
+        """Start checking ``triples`` in the workers, ``size`` per task; returns
+        ``[(part, future of its list of bools), ...]`` in order (needs ``workers > 0``)."""
+        parts = [triples[i:i + size] for i in range(0, len(triples), size)]
+        return [(part, self._pool.submit(verify_triples, part)) for part in parts]
+
     def prepare(self, block: Block, state: StateView, known: Container) -> set:
         """Facts of ``block`` checked valid in parallel (see module docstring)."""
+        if self._pool is None:
+            return set()  # everything is checked inline by consensus
         triples, segments = self.collect(block, state, known)
         if len(block.header.vdf_checkpoints) != self.params.vdf_checkpoints - 1:
             segments = []  # consensus rejects the count itself
-        if self._pool is None or (len(triples) < MIN_PARALLEL
-                                  and self.params.vdf_iterations < 100_000):
+        if len(triples) < MIN_PARALLEL and self.params.vdf_iterations < 100_000:
             return set()  # cheaper inline
         futures = []
-        n = self.workers
-        chunk = max(1, -(-len(triples) // n))
+        # Several chunks per worker: consensus starts on the block as soon as the first
+        # chunk is back and waits only for chunks it reaches before the workers finish.
+        chunk = max(MIN_PARALLEL // 2, -(-len(triples) // (self.workers * CHUNKS_PER_WORKER)))
         for i in range(0, len(triples), chunk):
             part = triples[i:i + chunk]
             futures.append((part, self._pool.submit(verify_triples, part)))
         if self.params.vdf_iterations >= 100_000:
             for seg in segments:
                 futures.append(([seg], self._pool.submit(check_segments, [seg])))
-        out = set()
-        for items, future in futures:
-            for item, ok in zip(items, future.result()):
-                if ok:
-                    out.add(item)
-        return out
+        return PendingChecks(futures)
+
+
+class PendingChecks:
+    """The facts a ``WorkerPool.prepare`` is checking: ``item in checks`` is True when
+    the workers found ``item`` valid, waiting for its chunk if it is not back yet;
+    False for anything not submitted, found invalid, or whose check failed (consensus
+    then checks it inline, so the outcome never depends on the workers)."""
+
+    def __init__(self, futures: list[tuple[list, concurrent.futures.Future]]) -> None:
+        self._pending: dict = {}
+        for chunk in futures:
+            for item in chunk[0]:
+                self._pending[item] = chunk
+        self._valid: set = set()
+
+    def __contains__(self, item) -> bool:
+        if item in self._valid:
+            return True
+        chunk = self._pending.get(item)
+        if chunk is None:
+            return False
+        part, future = chunk
+        try:
+            results = future.result()
+        except Exception:  # a broken worker: consensus checks these inline
+            results = [False] * len(part)
+        for fact, ok in zip(part, results):
+            self._pending.pop(fact, None)
+            if ok:
+                self._valid.add(fact)
+        return item in self._valid
+
+    def __len__(self) -> int:
+        return len(self._valid) + len(self._pending)

@@ -179,3 +179,35 @@ def test_stop_is_clean(nodes_factory):
     status = node.wait_for_exit(30)
     assert status == 0, f"node exited with {status}\n{node.log_tail(30)}"
     assert not (node.datadir / ".cookie").exists(), "cookie left behind after a clean stop"
+
+
+def test_sendrawtransaction_batch_checked_in_workers(nodes_factory):
+    """A JSON-RPC batch of transfers (signatures checked in the worker processes, in
+    chunks, while the calls run) answers each call as one at a time would: a forged
+    signature is bad-signature, a repeat is already in the mempool, the rest are pooled."""
+    import httpx
+
+    (node,) = nodes_factory.start_nodes(1)
+    genesis_hash = bytes.fromhex(node.getinfo()["genesis_hash"])
+    txs = [make_transfer(test_seed(i % 4), genesis_hash, i // 4, 10, test_pubkey(6), 100 + i)
+           for i in range(40)]
+    forged = bytearray(txs[21].encode())
+    forged[-1] ^= 0x01
+    hexes = [tx.encode().hex() for tx in txs]
+    hexes[21] = bytes(forged).hex()
+    hexes.append(hexes[3])
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "sendrawtransaction", "params": [h]}
+             for i, h in enumerate(hexes)]
+    user, _, password = (node.datadir / ".cookie").read_text().strip().partition(":")
+    replies = httpx.post(f"http://127.0.0.1:{node.rpc_port}/", json=batch,
+                         auth=(user, password), timeout=60).json()
+    by_id = {r["id"]: r for r in replies}
+    assert by_id[21]["error"]["message"] == "bad-signature"
+    assert by_id[40]["error"]["message"] == "txn-already-in-mempool"
+    # key 1's later nonces wait for the forged nonce 5 (kept aside, not pooled)
+    pooled = [i for i in range(40) if "result" in by_id[i]]
+    assert all(by_id[i]["result"] == txs[i].txid().hex() for i in pooled)
+    assert len(pooled) == 39
+    mempool = set(node.rpc.call("getrawmempool"))
+    assert {txs[i].txid().hex() for i in range(40) if i % 4 != 1 or i < 21} <= mempool
+    assert txs[21].txid().hex() not in mempool
