@@ -288,8 +288,12 @@ class WalletContext:
         stale = [txid for n, txid in pending.items() if n < nonce]
         while nonce in pending:
             found = self.call("gettransaction", pending[nonce])
-            if not (isinstance(found, dict) and found.get("status") == "mempool"):
+            status = found.get("status") if isinstance(found, dict) else None
+            if status == "confirmed":
+                # mined after the account was read: its nonce is used, not free
                 stale.append(pending[nonce])
+            elif status != "mempool":
+                stale.append(pending[nonce])  # gone (evicted, replaced): reuse its nonce
                 break
             nonce += 1
         self.db.forget_sent(stale)
