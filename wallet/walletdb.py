@@ -20,27 +20,21 @@ once the creating transaction is in a block; until then the record waits under i
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wallet.durable import replace_durably
+from wallet.jsonfile import JsonRecord, LockedJsonFile, WalletDBError
+
+__all__ = ["EscrowRecord", "WalletDB", "WalletDBError"]
 
 FILE_VERSION = 1
-_MAX_FILE_BYTES = 64 * 1024 * 1024  # far above any real wallet; guards against junk files
-
-
-class WalletDBError(Exception):
-    """The wallet file cannot be read or written; the message names the file and why."""
 
 
 @dataclass
-class EscrowRecord:
+class EscrowRecord(JsonRecord):
     """An escrow this wallet created (SPEC §3). Amounts in units, heights are rounds.
 
     ``escrow_id``, ``block_hash``, ``created_height``, ``start`` and ``t_refund`` are
@@ -69,20 +63,7 @@ class EscrowRecord:
     t_refund: int | None = None  # round whose block refunds the residue
     extra: dict[str, Any] = field(default_factory=dict)  # room for later fields
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> EscrowRecord:
-        """Inverse of ``to_json``; unknown keys are ignored. Raises WalletDBError."""
-        if not isinstance(data, dict):
-            raise WalletDBError("escrow record is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise WalletDBError(f"escrow record is incomplete: {exc}") from None
+    RECORD_NAME = "escrow record"
 
 
 class WalletDB:
@@ -93,59 +74,19 @@ class WalletDB:
 
     def __init__(self, wallet_dir: Path | str) -> None:
         self.wallet_dir = Path(wallet_dir)
-        self.path = self.wallet_dir / "wallet.json"
-        self._lock_path = self.wallet_dir / "wallet.lock"
+        self._file = LockedJsonFile(self.wallet_dir, "wallet", "wallet", _empty())
+        self.path = self._file.path
 
     # ---- plumbing ------------------------------------------------------------------
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.wallet_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            raise WalletDBError(f"cannot open {self._lock_path}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def _load(self) -> dict[str, Any]:
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read(_MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            return _empty()
-        except OSError as exc:
-            raise WalletDBError(f"cannot read {self.path}: {exc}") from None
-        if len(raw) > _MAX_FILE_BYTES:
-            raise WalletDBError(f"{self.path} is too large to be a wallet file")
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise WalletDBError(f"{self.path} is not valid JSON; move it aside to start afresh")
-        if not isinstance(doc, dict) or doc.get("version") != FILE_VERSION:
-            raise WalletDBError(f"{self.path} is not a version {FILE_VERSION} wallet file")
-        for key, value in _empty().items():
-            if not isinstance(doc.setdefault(key, value), type(value)):
-                raise WalletDBError(f"{self.path}: field {key!r} has the wrong type")
-        return doc
-
-    def _save(self, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-        try:
-            replace_durably(self.path, data)
-        except OSError as exc:
-            raise WalletDBError(f"cannot write {self.path}: {exc}") from None
+        return self._file.load()
 
     @contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
         """Yield the document under the lock; it is saved if the block ends normally."""
-        with self._locked():
-            doc = self._load()
+        with self._file.transaction() as doc:
             yield doc
-            self._save(doc)
 
     def read(self) -> dict[str, Any]:
         """A snapshot of the document. No lock is needed: writers replace the file

@@ -44,6 +44,21 @@ class WalletError(click.ClickException):
         click.echo(f"error: {self.format_message()}", file=file or sys.stderr)
 
 
+def payee_answer(status: int, content: bytes) -> dict[str, Any]:
+    """The JSON object a payee service (channel vouchers, MICROPAY) answered with HTTP 200;
+    raises WalletError saying what came instead (not JSON, or a refusal and its error)."""
+    try:
+        reply = json.loads(content)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise WalletError(f"payee answered HTTP {status} {content[:200]!r}, not JSON")
+    if status != 200:
+        raise WalletError(f"payee refused the request (HTTP {status}): "
+                          f"{reply.get('error', reply)}")
+    return reply
+
+
 class TxRejected(WalletError):
     """The node refused a transaction; ``reason`` is the SPEC reject reason (SPEC §2–§8)."""
 

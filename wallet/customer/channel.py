@@ -29,7 +29,8 @@ from consensus.tx import make_channel_open
 from wallet.amounts import MAX_AMOUNT, format_amount
 from wallet.commands.common import (AMOUNT, DEFAULT_TX_FEE, POSITIVE_UNITS, UNITS, HashType,
                                     TxRejected, WalletContext, WalletError, echo_json,
-                                    json_option, pass_wallet, timeout_option)
+                                    json_option, pass_wallet, payee_answer,
+                                    timeout_option)
 from wallet.customer.channelbook import ChannelBook, ChannelRecord
 from wallet.receipts import Receipt, ReceiptError, verify_receipt
 from wallet.tlsconfig import cacert_option
@@ -235,16 +236,7 @@ def _http(url: str, path: str, body: bytes | None, what: str) -> dict[str, Any]:
         raise WalletError(f"cannot {what} at {url}: {exc}") from None
     finally:
         connections.close()
-    try:
-        reply = json.loads(content)
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
-        raise WalletError(f"payee answered HTTP {status} {content[:200]!r}, not JSON")
-    if status != 200:
-        raise WalletError(f"payee refused the request (HTTP {status}): "
-                          f"{reply.get('error', reply)}")
-    return reply
+    return payee_answer(status, content)
 
 
 def _checked_receipt(record: ChannelRecord, reply: dict[str, Any]) -> dict | None:

@@ -20,24 +20,16 @@ Document (version 1)::
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from wallet.durable import replace_durably
-from wallet.walletdb import WalletDBError
+from wallet.jsonfile import JsonRecord, LockedJsonFile, WalletDBError
 
 FILE_VERSION = 1
-_MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
-class ChannelRecord:
+class ChannelRecord(JsonRecord):
     """A channel this wallet opened as payer (SPEC §16). Amounts in units.
 
     ``k`` / ``cumulative`` are the last voucher reserved (and maybe signed and sent);
@@ -61,20 +53,7 @@ class ChannelRecord:
     url: str = ""  # payee service the last voucher went to
     receipt: dict | None = None  # the latest receipt (wallet.receipts, JSON form)
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> ChannelRecord:
-        """Inverse of ``to_json``; unknown keys ignored. Raises WalletDBError."""
-        if not isinstance(data, dict):
-            raise WalletDBError("channel record is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise WalletDBError(f"channel record is incomplete: {exc}") from None
+    RECORD_NAME = "channel record"
 
 
 class ChannelBook:
@@ -82,44 +61,11 @@ class ChannelBook:
 
     def __init__(self, wallet_dir: Path | str) -> None:
         self.wallet_dir = Path(wallet_dir)
-        self.path = self.wallet_dir / "channels.json"
-        self._lock_path = self.wallet_dir / "channels.lock"
-
-    @contextmanager
-    def _transaction(self) -> Iterator[dict[str, Any]]:
-        try:
-            self.wallet_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            raise WalletDBError(f"cannot open {self._lock_path}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            doc = self._load()
-            yield doc
-            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-            try:
-                replace_durably(self.path, data)
-            except OSError as exc:
-                raise WalletDBError(f"cannot write {self.path}: {exc}") from None
-        finally:
-            os.close(fd)
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read(_MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            return {"version": FILE_VERSION, "channels": {}}
-        except OSError as exc:
-            raise WalletDBError(f"cannot read {self.path}: {exc}") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise WalletDBError(f"{self.path} is not valid JSON") from None
-        if (not isinstance(doc, dict) or doc.get("version") != FILE_VERSION
-                or not isinstance(doc.get("channels"), dict)):
-            raise WalletDBError(f"{self.path} is not a version {FILE_VERSION} channel file")
-        return doc
+        self._file = LockedJsonFile(self.wallet_dir, "channels", "channel",
+                                    {"version": FILE_VERSION, "channels": {}})
+        self.path = self._file.path
+        self._transaction = self._file.transaction
+        self._load = self._file.load
 
     def add(self, record: ChannelRecord) -> None:
         """Store a channel about to be opened (before its CHANNEL_OPEN is sent)."""

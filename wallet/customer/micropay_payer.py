@@ -29,7 +29,7 @@ from typing import Any, Callable
 from consensus.micropay import (R_SIZE, compute_mp_commitment, compute_mp_escrow_id,
                                 is_mp_winning, sign_mp_ticket)
 from consensus.tx import make_mp_escrow
-from wallet.commands.common import TxRejected, WalletContext, WalletError, progress
+from wallet.commands.common import TxRejected, WalletContext, WalletError, payee_answer, progress
 from wallet.customer.micropaybook import (CLAIMED, DROPPED, LIVE, LOST, PENDING, READY,
                                           REFUNDED, REFUSED, RETIRED, UNKNOWN, WINNER,
                                           MicropayBook, MpEscrowRecord)
@@ -109,16 +109,7 @@ class PayeeClient:
                                                  {"Content-Type": "application/json"})
         except OSError as exc:
             raise WalletError(f"cannot {what} at {self.url}: {exc}") from None
-        try:
-            reply = json.loads(content)
-        except ValueError:
-            reply = None
-        if not isinstance(reply, dict):
-            raise WalletError(f"payee answered HTTP {status} {content[:200]!r}, not JSON")
-        if status != 200:
-            raise WalletError(f"payee refused the request (HTTP {status}): "
-                              f"{reply.get('error', reply)}")
-        return reply
+        return payee_answer(status, content)
 
     def commitments(self, count: int) -> dict[str, Any]:
         """``{"payee", "price", "margin", "commitments"}`` (checked shapes)."""

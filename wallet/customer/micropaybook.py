@@ -33,21 +33,15 @@ Document (version 1)::
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wallet.durable import replace_durably
-from wallet.walletdb import WalletDBError
+from wallet.jsonfile import JsonRecord, LockedJsonFile
 
 FILE_VERSION = 1
 KEEP_FINISHED = 256  # final escrow records kept; older ones become totals
-_MAX_FILE_BYTES = 64 * 1024 * 1024
 
 PENDING, READY, WON, RETIRED = "pending", "ready", "won", "retired"
 CLAIMED, REFUNDED, DROPPED = "claimed", "refunded", "dropped"
@@ -59,7 +53,7 @@ LOST, WINNER, REFUSED, UNKNOWN = "lost", "won", "refused", "unknown"
 
 
 @dataclass
-class MpEscrowRecord:
+class MpEscrowRecord(JsonRecord):
     """An MP escrow this wallet funded (SPEC §15). Amounts in units.
 
     ``tickets`` counts tickets the payees accepted; ``pending`` is the ticket signed (or
@@ -81,20 +75,7 @@ class MpEscrowRecord:
     won_c: str = ""  # commitment of the winning ticket
     won_payee: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> MpEscrowRecord:
-        """Inverse of ``to_json``; unknown keys ignored. Raises WalletDBError."""
-        if not isinstance(data, dict):
-            raise WalletDBError("MP escrow record is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise WalletDBError(f"MP escrow record is incomplete: {exc}") from None
+    RECORD_NAME = "MP escrow record"
 
 
 class MicropayBook:
@@ -102,47 +83,12 @@ class MicropayBook:
 
     def __init__(self, wallet_dir: Path | str) -> None:
         self.wallet_dir = Path(wallet_dir)
-        self.path = self.wallet_dir / "micropay.json"
-        self._lock_path = self.wallet_dir / "micropay.lock"
-
-    @contextmanager
-    def _transaction(self) -> Iterator[dict[str, Any]]:
-        try:
-            self.wallet_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            raise WalletDBError(f"cannot open {self._lock_path}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            doc = self._load()
-            yield doc
-            _fold_finished(doc)
-            data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-            try:
-                replace_durably(self.path, data)
-            except OSError as exc:
-                raise WalletDBError(f"cannot write {self.path}: {exc}") from None
-        finally:
-            os.close(fd)
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read(_MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            return {"version": FILE_VERSION, "escrows": {}, "templates": {}, "totals": {}}
-        except OSError as exc:
-            raise WalletDBError(f"cannot read {self.path}: {exc}") from None
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise WalletDBError(f"{self.path} is not valid JSON") from None
-        if (not isinstance(doc, dict) or doc.get("version") != FILE_VERSION
-                or not isinstance(doc.get("escrows"), dict)):
-            raise WalletDBError(f"{self.path} is not a version {FILE_VERSION} MICROPAY file")
-        doc.setdefault("templates", {})
-        doc.setdefault("totals", {})
-        return doc
+        self._file = LockedJsonFile(
+            self.wallet_dir, "micropay", "MICROPAY",
+            {"version": FILE_VERSION, "escrows": {}, "templates": {}, "totals": {}})
+        self.path = self._file.path
+        self._transaction = functools.partial(self._file.transaction, _fold_finished)
+        self._load = self._file.load
 
     # ---- reads -------------------------------------------------------------------------
 

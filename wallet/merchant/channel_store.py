@@ -27,15 +27,12 @@ accepted (from a receipt) into the history, where it meets every voucher accepte
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-import msgpack
-import plyvel
-
 from consensus.channel import ChannelState, Voucher
+from wallet.merchant.leveldb import LevelDBStore, pack, unpack
 
 OPEN, CLOSING, CHEATING = "open", "closing", "cheating"
 CLOSED, CHEATED, EXPIRED, FAILED = "closed", "cheated", "expired", "failed"
@@ -46,13 +43,6 @@ KNOWN, NEW, EQUIVOCATION = "known", "new", "equivocation"  # what ``learn`` foun
 
 _CHANNEL, _HISTORY, _PROOF, _OUTBOX = b"C", b"H", b"Q", b"O"
 
-
-def _pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> list:
-    return msgpack.unpackb(data, raw=False)
 
 
 class ChannelStoreError(Exception):
@@ -82,7 +72,7 @@ class StoredChannel:
         return Voucher(self.k, self.cumulative, self.sig)
 
     def _value(self) -> bytes:
-        return _pack([self.payer, self.deposit, self.penalty, self.expiry_height, self.k,
+        return pack([self.payer, self.deposit, self.penalty, self.expiry_height, self.k,
                       self.cumulative, self.sig, self.status, self.txid, self.sent_height,
                       self.reason])
 
@@ -96,36 +86,24 @@ class StoredChannel:
                 "reason": self.reason}
 
 
-class ChannelStore:
+class ChannelStore(LevelDBStore):
     """LevelDB store of the payee's channels at ``path`` (created if missing).
 
     Raises ``ChannelStoreError`` if another process holds it. Use as a context manager or
     call ``close``. Thread-safe (one lock around read-modify-writes).
     """
 
+    WHAT = "channel store"
+    ERROR = ChannelStoreError
+
     def __init__(self, path: Path | str) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = plyvel.DB(str(path), create_if_missing=True)
-        except (plyvel.IOError, plyvel.Error) as exc:
-            raise ChannelStoreError(f"cannot open channel store {path}: {exc}") from None
-        self._lock = threading.Lock()
+        super().__init__(path)
         self._outbox_counts: dict[bytes, int] = {}
         self._next_seq = 0
         for key in self._db.iterator(prefix=_OUTBOX, include_value=False):
             peer = key[1:9]
             self._outbox_counts[peer] = self._outbox_counts.get(peer, 0) + 1
             self._next_seq = max(self._next_seq, int.from_bytes(key[9:17], "big") + 1)
-
-    def close(self) -> None:
-        """Close the database."""
-        self._db.close()
-
-    def __enter__(self) -> ChannelStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- reads -----------------------------------------------------------------------
 
@@ -134,7 +112,7 @@ class ChannelStore:
         raw = self._db.get(_CHANNEL + channel_id)
         if raw is None:
             return None
-        payer, deposit, penalty, expiry, k, cum, sig, status, txid, sent, reason = _unpack(raw)
+        payer, deposit, penalty, expiry, k, cum, sig, status, txid, sent, reason = unpack(raw)
         return StoredChannel(channel_id, payer, deposit, penalty, expiry, k, cum, sig, status,
                              txid, sent, reason)
 
@@ -143,7 +121,7 @@ class ChannelStore:
         raw = self._db.get(_HISTORY + channel_id + k.to_bytes(8, "big"))
         if raw is None:
             return None
-        cumulative, sig = _unpack(raw)
+        cumulative, sig = unpack(raw)
         return Voucher(k, cumulative, sig)
 
     def proof(self, channel_id: bytes) -> tuple[Voucher, Voucher] | None:
@@ -151,7 +129,7 @@ class ChannelStore:
         raw = self._db.get(_PROOF + channel_id)
         if raw is None:
             return None
-        a, b = _unpack(raw)
+        a, b = unpack(raw)
         return Voucher.decode(a), Voucher.decode(b)
 
     def channels(self) -> Iterator[StoredChannel]:
@@ -186,7 +164,7 @@ class ChannelStore:
             with self._db.write_batch(sync=True) as batch:
                 batch.put(_CHANNEL + channel_id, record._value())
                 batch.put(_HISTORY + channel_id + voucher.k.to_bytes(8, "big"),
-                          _pack([voucher.cumulative, voucher.sig]))
+                          pack([voucher.cumulative, voucher.sig]))
                 for peer in peers:
                     batch.put(_OUTBOX + peer + self._next_seq.to_bytes(8, "big"), receipt)
             for peer in peers:
@@ -208,11 +186,11 @@ class ChannelStore:
             hkey = _HISTORY + channel_id + voucher.k.to_bytes(8, "big")
             raw = self._db.get(hkey)
             if raw is not None:
-                cumulative, sig = _unpack(raw)
+                cumulative, sig = unpack(raw)
                 if cumulative == voucher.cumulative:
                     return KNOWN
                 if self._db.get(_PROOF + channel_id) is None:
-                    self._db.put(_PROOF + channel_id, _pack(
+                    self._db.put(_PROOF + channel_id, pack(
                         [Voucher(voucher.k, cumulative, sig).encode(), voucher.encode()]),
                         sync=True)
                 return EQUIVOCATION
@@ -229,7 +207,7 @@ class ChannelStore:
             with self._db.write_batch(sync=True) as batch:
                 if record is not old:
                     batch.put(_CHANNEL + channel_id, record._value())
-                batch.put(hkey, _pack([voucher.cumulative, voucher.sig]))
+                batch.put(hkey, pack([voucher.cumulative, voucher.sig]))
             return NEW
 
     # ---- outbox to peer points of sale ---------------------------------------------------
@@ -271,7 +249,7 @@ class ChannelStore:
         with self._lock:
             if self._db.get(_PROOF + channel_id) is not None:
                 return False
-            self._db.put(_PROOF + channel_id, _pack([voucher_a.encode(), voucher_b.encode()]),
+            self._db.put(_PROOF + channel_id, pack([voucher_a.encode(), voucher_b.encode()]),
                          sync=True)
             return True
 

@@ -29,16 +29,13 @@ claim), ``failed`` (a rejection retrying cannot fix; ``reason``).
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-import msgpack
-import plyvel
-
 from consensus.micropay import MpEscrowState, MpTicket, compute_mp_commitment
+from wallet.merchant.leveldb import LevelDBStore, pack, unpack
 
 OPEN, WON, CLAIMING = "open", "won", "claiming"
 CLAIMED, MOOT, EXPIRED, FAILED = "claimed", "moot", "expired", "failed"
@@ -48,13 +45,6 @@ HELD, WINNING = "held", "won"  # verdicts of accepted tickets
 
 _COMMIT, _TICKET, _ESCROW, _WORK = b"K", b"T", b"E", b"W"
 
-
-def _pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> list:
-    return msgpack.unpackb(data, raw=False)
 
 
 class MpStoreError(Exception):
@@ -79,7 +69,7 @@ class StoredMpEscrow:
     reason: str  # why ``failed`` / ``moot`` / ``expired``
 
     def _value(self) -> bytes:
-        return _pack([self.owner, self.amount, self.win_bits, self.refund_height, self.held,
+        return pack([self.owner, self.amount, self.win_bits, self.refund_height, self.held,
                       self.refused, self.winner_c, self.status, self.txid, self.sent_height,
                       self.reason])
 
@@ -118,32 +108,20 @@ class TicketOutcome:
     escrow: MpEscrowState | None
 
 
-class MpStore:
+class MpStore(LevelDBStore):
     """LevelDB store of the payee's MICROPAY state at ``path`` (created if missing).
 
     Raises ``MpStoreError`` if another process holds it. Use as a context manager or call
     ``close``. Thread-safe (one lock around read-modify-writes).
     """
 
+    WHAT = "MICROPAY store"
+    ERROR = MpStoreError
+
     def __init__(self, path: Path | str) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = plyvel.DB(str(path), create_if_missing=True)
-        except (plyvel.IOError, plyvel.Error) as exc:
-            raise MpStoreError(f"cannot open MICROPAY store {path}: {exc}") from None
-        self._lock = threading.Lock()
+        super().__init__(path)
         self.open_commitments = sum(1 for _ in self._db.iterator(prefix=_COMMIT,
                                                                  include_value=False))
-
-    def close(self) -> None:
-        """Close the database."""
-        self._db.close()
-
-    def __enter__(self) -> MpStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- commitments -------------------------------------------------------------------
 
@@ -153,20 +131,20 @@ class MpStore:
         created = int(time.time() if now is None else now)
         with self._lock, self._db.write_batch(sync=True) as batch:
             for r1 in secrets:
-                batch.put(_COMMIT + compute_mp_commitment(r1), _pack([r1, created]))
+                batch.put(_COMMIT + compute_mp_commitment(r1), pack([r1, created]))
             self.open_commitments += len(secrets)
 
     def commitment_secret(self, c: bytes) -> bytes | None:
         """``r1`` of the open commitment ``c``, or None (unknown or used up)."""
         raw = self._db.get(_COMMIT + c)
-        return None if raw is None else _unpack(raw)[0]
+        return None if raw is None else unpack(raw)[0]
 
     def prune_commitments(self, older_than: float) -> int:
         """Forget open commitments created before ``older_than`` (unix seconds); the
         number dropped. A ticket for one of them is then ``unknown-commitment``."""
         with self._lock:
             stale = [key for key, raw in self._db.iterator(prefix=_COMMIT)
-                     if _unpack(raw)[1] < older_than]
+                     if unpack(raw)[1] < older_than]
             with self._db.write_batch(sync=True) as batch:
                 for key in stale:
                     batch.delete(key)
@@ -180,7 +158,7 @@ class MpStore:
         raw = self._db.get(_TICKET + c)
         if raw is None:
             return None
-        eid, r2, sig, r1, verdict = _unpack(raw)
+        eid, r2, sig, r1, verdict = unpack(raw)
         return StoredMpTicket(MpTicket(eid, c, r2, sig), r1, verdict)
 
     def record(self, outcomes: list[TicketOutcome]) -> None:
@@ -194,7 +172,7 @@ class MpStore:
                 for out in outcomes:
                     t = out.ticket
                     batch.delete(_COMMIT + t.c)
-                    batch.put(_TICKET + t.c, _pack([t.mp_escrow_id, t.r2, t.ticket_sig,
+                    batch.put(_TICKET + t.c, pack([t.mp_escrow_id, t.r2, t.ticket_sig,
                                                     out.r1, out.verdict]))
                     if out.escrow is None:
                         continue
@@ -222,7 +200,7 @@ class MpStore:
         raw = self._db.get(_ESCROW + mp_escrow_id)
         if raw is None:
             return None
-        return StoredMpEscrow(mp_escrow_id, *_unpack(raw))
+        return StoredMpEscrow(mp_escrow_id, *unpack(raw))
 
     def escrows(self) -> Iterator[StoredMpEscrow]:
         """Every escrow record in id order."""

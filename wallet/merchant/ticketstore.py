@@ -19,14 +19,13 @@ Layout (all integers big-endian):
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import msgpack
-import plyvel
+
+from wallet.merchant.leveldb import LevelDBStore, pack, unpack
 
 HELD = "held"  # accepted, draw not yet known
 WINNING = "winning"  # drawn as a winner, not yet redeemed (a REDEEM may be in flight)
@@ -48,13 +47,6 @@ _ID = 32
 def _u64(value: int) -> bytes:
     return value.to_bytes(8, "big")
 
-
-def _pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> list:
-    return msgpack.unpackb(data, raw=False)
 
 
 class StoreError(Exception):
@@ -127,33 +119,15 @@ class Evidence:
     note: str
 
 
-class TicketStore:
+class TicketStore(LevelDBStore):
     """Durable merchant ticket store in a LevelDB directory (SPEC §4.1, §13).
 
     Safe to call from several threads (one lock); one process at a time (LevelDB's lock).
     Raises ``StoreError`` if the directory is in use or unreadable.
     """
 
-    def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = plyvel.DB(str(path), create_if_missing=True)
-        except (plyvel.IOError, plyvel.CorruptionError) as exc:
-            raise StoreError(f"cannot open ticket store {path}: {exc}") from None
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        """Close the database; later calls raise ``RuntimeError``."""
-        with self._lock:
-            if not self._db.closed:
-                self._db.close()
-
-    def __enter__(self) -> TicketStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    WHAT = "ticket store"
+    ERROR = StoreError
 
     # --- reads -----------------------------------------------------------------------
 
@@ -190,7 +164,7 @@ class TicketStore:
 
     @staticmethod
     def _ticket_from(escrow_id: bytes, seqno: int, raw: bytes) -> StoredTicket:
-        merchant_index, rnd, group, status, ticket, txid, reason = _unpack(raw)
+        merchant_index, rnd, group, status, ticket, txid, reason = unpack(raw)
         return StoredTicket(escrow_id, seqno, merchant_index, rnd, group, status, ticket,
                             txid, reason)
 
@@ -206,7 +180,7 @@ class TicketStore:
         """Groups that still need the redeemer's attention, by (escrow_id, group)."""
         groups = []
         for key, raw in self._db.iterator(prefix=_GROUP):
-            t_draw, t_expire = _unpack(raw)
+            t_draw, t_expire = unpack(raw)
             groups.append(OpenGroup(key[1:1 + _ID], int.from_bytes(key[1 + _ID:], "big"),
                                     t_draw, t_expire))
         return groups
@@ -226,7 +200,7 @@ class TicketStore:
         """REDEEMs in flight, optionally only those of one escrow / group."""
         found = []
         for key, raw in self._db.iterator(prefix=_REDEEM):
-            eid, grp, seqnos, sent_height, *rest = _unpack(raw)  # fee: since issue 8
+            eid, grp, seqnos, sent_height, *rest = unpack(raw)  # fee: since issue 8
             if escrow_id is not None and eid != escrow_id:
                 continue
             if group is not None and grp != group:
@@ -238,13 +212,13 @@ class TicketStore:
     def summary(self, escrow_id: bytes) -> dict[str, int]:
         """Counts per status (plus ``evidence``) for one escrow; zeros if unknown."""
         raw = self._db.get(_SUMMARY + escrow_id)
-        values = _unpack(raw) if raw is not None else [0] * len(COUNT_FIELDS)
+        values = unpack(raw) if raw is not None else [0] * len(COUNT_FIELDS)
         return dict(zip(COUNT_FIELDS, values))
 
     def summaries(self) -> dict[bytes, dict[str, int]]:
         """``summary`` of every escrow the store has seen."""
         return {
-            key[1:]: dict(zip(COUNT_FIELDS, _unpack(raw)))
+            key[1:]: dict(zip(COUNT_FIELDS, unpack(raw)))
             for key, raw in self._db.iterator(prefix=_SUMMARY)
         }
 
@@ -252,7 +226,7 @@ class TicketStore:
         """All recorded cheating evidence, by (escrow_id, seqno, kind)."""
         found = []
         for key, raw in self._db.iterator(prefix=_EVIDENCE):
-            kind, tickets, note = _unpack(raw)
+            kind, tickets, note = unpack(raw)
             found.append(Evidence(kind, key[1:1 + _ID],
                                   int.from_bytes(key[1 + _ID:1 + _ID + 8], "big"),
                                   tuple(tickets), note))
@@ -311,16 +285,16 @@ class TicketStore:
     def attach_redeem(self, redeem: PendingRedeem) -> None:
         """Record a REDEEM in flight and tag its tickets with its txid (before sending)."""
         with self._lock, self._db.write_batch(sync=True, transaction=True) as batch:
-            batch.put(_REDEEM + redeem.txid, _pack(
+            batch.put(_REDEEM + redeem.txid, pack(
                 [redeem.escrow_id, redeem.group, list(redeem.seqnos), redeem.sent_height,
                  redeem.fee]))
             for seqno in redeem.seqnos:
                 key = _TICKET + redeem.escrow_id + _u64(seqno)
                 raw = self._db.get(key)
                 if raw is not None:
-                    record = _unpack(raw)
+                    record = unpack(raw)
                     record[5] = redeem.txid
-                    batch.put(key, _pack(record))
+                    batch.put(key, pack(record))
 
     def finish_redeem(self, txid: bytes,
                       changes: Iterable[tuple[bytes, int, str, str]] = ()) -> None:
@@ -336,16 +310,16 @@ class TicketStore:
             for escrow_id, seqno, status, reason in changes:
                 self._change(batch, deltas, overlay, escrow_id, seqno, status, reason)
             if raw is not None:
-                escrow_id, _group, seqnos, _sent, *_fee = _unpack(raw)
+                escrow_id, _group, seqnos, _sent, *_fee = unpack(raw)
                 for seqno in seqnos:
                     key = _TICKET + escrow_id + _u64(seqno)
                     fields = overlay.get(key)
                     if fields is None:
                         record = self._db.get(key)
-                        fields = _unpack(record) if record is not None else None
+                        fields = unpack(record) if record is not None else None
                     if fields is not None and fields[5] == txid:
                         fields[5] = None
-                        batch.put(key, _pack(fields))
+                        batch.put(key, pack(fields))
                 batch.delete(_REDEEM + txid)
             self._write_summaries(batch, deltas)
 
@@ -362,7 +336,7 @@ class TicketStore:
             if self._db.get(key) is not None:
                 return False
             with self._db.write_batch(sync=True, transaction=True) as batch:
-                batch.put(key, _pack([kind, list(tickets), note]))
+                batch.put(key, pack([kind, list(tickets), note]))
                 deltas: dict[bytes, dict[str, int]] = {}
                 _bump(deltas, escrow_id, "evidence", 1)
                 self._write_summaries(batch, deltas)
@@ -381,7 +355,7 @@ class TicketStore:
             raw = self._db.get(key)
             if raw is None:
                 return
-            fields = _unpack(raw)
+            fields = unpack(raw)
         old = fields[3]
         fields[3] = status
         fields[6] = reason
@@ -392,7 +366,7 @@ class TicketStore:
             fields[5] = None
             batch.delete(open_key)
         overlay[key] = fields
-        batch.put(key, _pack(fields))
+        batch.put(key, pack(fields))
         if old != status:
             _bump(deltas, escrow_id, old, -1)
             _bump(deltas, escrow_id, status, 1)
@@ -402,7 +376,7 @@ class TicketStore:
             counts = self.summary(escrow_id)
             for field, change in delta.items():
                 counts[field] = max(0, counts[field] + change)
-            batch.put(_SUMMARY + escrow_id, _pack([counts[f] for f in COUNT_FIELDS]))
+            batch.put(_SUMMARY + escrow_id, pack([counts[f] for f in COUNT_FIELDS]))
 
 
 def _bump(deltas: dict[bytes, dict[str, int]], escrow_id: bytes, field: str, by: int) -> None:
