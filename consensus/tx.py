@@ -32,6 +32,8 @@ NONCE_KINDS = frozenset({TRANSFER, ESCROW_CREATE, MP_ESCROW, CHANNEL_OPEN})
 MAX_REDEEM_TICKETS = 256
 ZERO_SENDER = bytes(32)
 ZERO_SIG = bytes(64)
+_ARRAY6 = b"\x96"  # msgpack fixarray header of 6 items
+_SIG_FIELD = 2 + 64  # the 64-byte signature encoded as bin 8
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class Tx:
     def decode(cls, data: bytes) -> "Tx":
         """Strictly decode canonical bytes; raises ``ConsensusError`` (bad-encoding,
         bad-version, bad-kind)."""
-        return cls.from_obj(unpackb_canonical(data, peer=True))
+        tx = cls.from_obj(unpackb_canonical(data, peer=True))
+        object.__setattr__(tx, "_raw", bytes(data))  # canonical: exactly ``encode()``
+        return tx
 
     @classmethod
     def from_obj(cls, obj: Any) -> "Tx":
@@ -107,8 +111,14 @@ class Tx:
         cached = self.__dict__.get("_sigmsg")
         if cached is not None and cached[0] == genesis_hash:
             return cached[1]
-        unsigned = packb([self.version, self.kind, self.sender, self.nonce, self.fee,
-                          _body_obj(self.body)])
+        raw = self.__dict__.get("_raw")
+        if raw is not None:
+            # The canonical 7-array ends with the signature as bin 8 (``c4 40`` + 64
+            # bytes): the unsigned 6-array is the same fields under a 6-array header.
+            unsigned = _ARRAY6 + raw[1:-_SIG_FIELD]
+        else:
+            unsigned = packb([self.version, self.kind, self.sender, self.nonce, self.fee,
+                              _body_obj(self.body)])
         msg = tagged_hash(b"tx", genesis_hash + unsigned)
         object.__setattr__(self, "_sigmsg", (genesis_hash, msg))
         return msg

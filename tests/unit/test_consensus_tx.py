@@ -328,3 +328,37 @@ def test_invalid_bad_amount_zero_without_funds_pays_fee_first(chain):
 
 def test_kind_constants_match_spec():
     assert (COINBASE, TRANSFER, REDEEM, CHEAT_PROOF) == (0, 1, 3, 4)
+
+
+# ---- the signing message of a decoded transaction ---------------------------------------
+
+def test_signing_message_of_decoded_tx_equals_the_built_one_for_every_kind():
+    """``Tx.decode`` keeps its bytes and derives the unsigned encoding from them; that
+    must be exactly ``packb([version, kind, sender, nonce, fee, body])`` for each kind
+    (SPEC §2), big integers and long bodies included."""
+    from consensus.channel import sign_voucher
+    from consensus.ticket import sign_ticket
+    from consensus.tx import (KIND_NAMES, Tx, make_channel_cheat, make_channel_close,
+                              make_channel_open, make_escrow_create, make_mp_claim,
+                              make_mp_escrow)
+    gh, eid, cid = bytes(range(32)), b"\x07" * 32, b"\x09" * 32
+    t1, t2 = (sign_ticket(ALICE_SEED, gh, eid, m, 5) for m in (0, 1))
+    v1, v2 = (sign_voucher(ALICE_SEED, gh, cid, 3, c) for c in (10, 2**40))
+    txs = [make_coinbase(7, [(MINER, 5 * 10**9)]),
+           make_transfer(ALICE_SEED, gh, 2**33, 2**20, BOB, 2**63 - 1),
+           make_escrow_create(ALICE_SEED, gh, 1, 10, 10**12, 10**9, 1, 100, 1000, 16, 4,
+                              [BOB, CAROL, DAVE]),
+           make_redeem(BOB_SEED, gh, 3, [sign_ticket(ALICE_SEED, gh, eid, 0, s)
+                                         for s in range(256)]),
+           make_cheat_proof(CAROL_SEED, gh, 1, t1, t2),
+           make_mp_escrow(ALICE_SEED, gh, 4, 1, 10**6, 8, 1000),
+           make_mp_claim(BOB_SEED, gh, 1, eid, b"\x01" * 16, b"\x02" * 16, b"\x03" * 64),
+           make_channel_open(ALICE_SEED, gh, 5, 1, BOB, 10**6, 10**5, 500),
+           make_channel_close(BOB_SEED, gh, 1, cid, v1),
+           make_channel_cheat(CAROL_SEED, gh, 1, cid, v1, v2)]
+    assert {tx.kind for tx in txs} == set(KIND_NAMES)
+    for tx in txs:
+        decoded = Tx.decode(tx.encode())
+        assert decoded.encode() == tx.encode()
+        assert decoded.signing_message(gh) == tx.signing_message(gh), tx.kind
+        assert decoded.signing_message(bytes(32)) == tx.signing_message(bytes(32))
