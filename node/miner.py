@@ -4,8 +4,6 @@ The nonce search runs in a separate process (``ProcessPoolExecutor``) so the nod
 loop never waits on it; very easy targets (regtest) are solved in-process first.
 """
 
-import concurrent.futures
-import multiprocessing
 import time
 from dataclasses import dataclass
 
@@ -14,6 +12,7 @@ from blake3 import blake3
 from consensus.block import Block, Header, compute_tx_root
 from consensus.encoding import packb
 from consensus.tx import Tx, make_coinbase
+from node.procpool import BrokenExecutor, RestartingPool
 
 IN_PROCESS_TRIES = 2_000
 CHUNK = 200_000
@@ -65,18 +64,21 @@ def search_nonce(prefix: bytes, suffix: bytes, target: int, start: int, count: i
 
 
 class PowWorker:
-    """A one-process pool for nonce searches; ``close()`` ends it."""
+    """A one-process pool (``RestartingPool``) for nonce searches; ``close()`` ends it."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+        self._pool = RestartingPool(1)
 
     def search(self, prefix: bytes, suffix: bytes, target: int, start: int, count: int) -> int | None:
-        """Blocking call (run it from a thread): search in the worker process."""
-        return self._pool.submit(search_nonce, prefix, suffix, target, start, count).result()
+        """Blocking call (run it from a thread): search in the worker process, or in
+        this thread if the worker died meanwhile (a new one serves the next search)."""
+        try:
+            return self._pool.submit(search_nonce, prefix, suffix, target, start, count).result()
+        except BrokenExecutor:
+            return search_nonce(prefix, suffix, target, start, count)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
 
 def next_timestamp(median_time_past: int, now: float | None = None) -> int:

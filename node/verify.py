@@ -12,7 +12,7 @@ checked again inline, so reject reasons and their order do not change.
 """
 
 import concurrent.futures
-import multiprocessing
+import logging
 from collections.abc import Container
 
 from consensus import keys
@@ -21,6 +21,9 @@ from consensus.params import ChainParams
 from consensus.state import StateView, get_escrow
 from consensus.tx import CHEAT_PROOF, COINBASE, REDEEM
 from consensus.vdf import compute_vdf, is_segment_valid, vdf_segments
+from node.procpool import BrokenExecutor, RestartingPool
+
+log = logging.getLogger("verify")
 
 MIN_PARALLEL = 64  # fewer signatures than this are not worth a round trip
 CHUNKS_PER_WORKER = 4  # worker tasks per worker for one block's signatures
@@ -47,31 +50,31 @@ class Either:
 
 
 class WorkerPool:
-    """A spawn-context process pool for signature batches and VDF work; ``workers == 0``
-    checks everything inline (in the calling thread)."""
+    """A process pool (``RestartingPool``) for signature batches and VDF work;
+    ``workers == 0`` checks everything inline (in the calling thread). Work lost to a
+    worker that died is done again inline; the pool replaces itself."""
 
     def __init__(self, params: ChainParams, genesis_hash: bytes, workers: int = 2) -> None:
         self.params = params
         self.genesis_hash = genesis_hash
         self.workers = workers
-        self._pool = None
-        if workers > 0:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers,
-                                                                mp_context=ctx)
+        self._pool = RestartingPool(workers) if workers > 0 else None
 
     def close(self) -> None:
         """Stop the worker processes."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
 
     def compute_vdf(self, block_hash: bytes) -> tuple[bytes, list[bytes]]:
-        """``consensus.vdf.compute_vdf`` for ``block_hash`` in a worker process
-        (blocking: call it from a thread)."""
+        """``consensus.vdf.compute_vdf`` for ``block_hash`` in a worker process, inline
+        if the worker fails (blocking: call it from a thread)."""
         args = (block_hash, self.params.vdf_iterations, self.params.vdf_checkpoints)
-        if self._pool is None:
-            return compute_vdf(*args)
-        return self._pool.submit(compute_vdf, *args).result()
+        if self._pool is not None:
+            try:
+                return self._pool.submit(compute_vdf, *args).result()
+            except BrokenExecutor as exc:
+                log.warning("worker VDF evaluation failed (%s); evaluating inline", exc)
+        return compute_vdf(*args)
 
     def collect(self, block: Block, state: StateView, known: Container
                 ) -> tuple[list[tuple[bytes, bytes, bytes]], list[tuple]]:
@@ -107,7 +110,15 @@ class WorkerPool:
         chunk = max(1, -(-len(triples) // self.workers))
         parts = [triples[i:i + chunk] for i in range(0, len(triples), chunk)]
         futures = [self._pool.submit(verify_triples, part) for part in parts]
-        return [t for part, f in zip(parts, futures) for t, ok in zip(part, f.result()) if ok]
+        valid = []
+        for part, future in zip(parts, futures):
+            try:
+                results = future.result()
+            except BrokenExecutor as exc:
+                log.warning("worker signature check failed (%s); checking inline", exc)
+                results = [keys.verify(*t) for t in part]
+            valid.extend(t for t, ok in zip(part, results) if ok)
+        return valid
 
     def submit_chunks(self, triples: list[tuple[bytes, bytes, bytes]], size: int
                       ) -> list[tuple[list, concurrent.futures.Future]]:

@@ -24,6 +24,8 @@ from tests.functional.framework import (
     make_genesis,
     sync_blocks,
     test_address,
+    test_pubkey,
+    test_seed,
     wait_until,
 )
 from wallet.rpcclient import RpcConnectionError, RpcError
@@ -319,3 +321,56 @@ def test_sigkill_during_reindex_then_reindex_again(nodes_factory):
         node.extra_args = ["--reindex"]
         node.start()
     assert node.rpc.call("getstatehash") == expected
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids of ``pid``'s live children (Linux ``/proc``; zombies left out)."""
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            children = Path(path).read_text().split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        for child in children:
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                out.append(int(child))
+    return out
+
+
+def test_killed_worker_processes_are_replaced(nodes_factory):
+    """A worker process that dies (OOM killer, an operator's kill) costs nothing but the
+    checks it had in flight: later RPC batches, blocks and templates still work, and the
+    node says why its pool was restarted (DESIGN "Worker processes")."""
+    import httpx
+    from consensus.tx import make_transfer
+
+    (node,) = nodes_factory.start_nodes(1)
+    genesis_hash = bytes.fromhex(node.getinfo()["genesis_hash"])
+    user, _, password = (node.datadir / ".cookie").read_text().strip().partition(":")
+
+    def send_batch(first_nonce: int) -> list[dict]:
+        txs = [make_transfer(test_seed(k), genesis_hash, first_nonce + n, 10, test_pubkey(6),
+                             100) for n in range(20) for k in range(4)]
+        batch = [{"jsonrpc": "2.0", "id": i, "method": "sendrawtransaction",
+                  "params": [tx.encode().hex()]} for i, tx in enumerate(txs)]
+        return httpx.post(f"http://127.0.0.1:{node.rpc_port}/", json=batch,
+                          auth=(user, password), timeout=60).json()
+
+    assert all("result" in r for r in send_batch(0))
+    workers = _children(node.process.pid)
+    assert workers, "the node started no worker processes"
+    for pid in workers:
+        os.kill(pid, 9)
+    wait_until(lambda: not set(workers) & set(_children(node.process.pid)), timeout=30)
+    replies = send_batch(20)  # the batch that finds the pool broken
+    assert all("result" in r for r in replies), replies[:3]
+    assert all("result" in r for r in send_batch(40))
+    node.generate(1)
+    assert node.getinfo()["mempool"] == 0
+    assert node.is_running()
+    assert "worker process died" in node.log_path.read_text()
+    assert set(_children(node.process.pid)) - set(workers)  # new workers serve

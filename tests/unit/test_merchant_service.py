@@ -576,6 +576,21 @@ def test_worker_processes_check_signatures_like_the_thread(chain, store):
     assert reasons(result) == {i: "bad-ticket-signature" for i in range(20, 26)}
 
 
+
+def test_worker_process_killed_is_replaced(chain, store):
+    """A worker process that dies costs only the batch in flight, checked in the service
+    instead; later batches go to a fresh pool (DESIGN "Worker processes")."""
+    import os
+    import signal
+    with TicketVerifier(2, chunk=4, min_chunk=1) as verifier:
+        service = MerchantService(public_key(MERCHANT), store, chain, verifier)
+        assert submit(service, tickets(range(0, 8)))["accepted"] == 8
+        for pid in verifier._pool.pids():
+            os.kill(pid, signal.SIGKILL)
+        assert submit(service, tickets(range(8, 16)))["accepted"] == 8
+        assert submit(service, tickets(range(16, 24)))["accepted"] == 8
+        assert verifier._pool.restarts >= 1
+
 def test_invalid_verifier_workers():
     with pytest.raises(ValueError, match="at least 1"):
         TicketVerifier(0)

@@ -14,7 +14,6 @@ the one verification rule of SPEC §0.
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
 import os
 import signal
@@ -26,6 +25,7 @@ import trio
 
 from consensus.keys import verify
 from consensus.ticket import TICKET_MAGIC, TICKET_SIZE
+from node.procpool import BrokenExecutor, RestartingPool
 
 SIGNED_BYTES = 43  # a ticket's signed body (SPEC §4); its signature follows
 MIN_PROCESS_CHUNK = 250  # tickets per process task below which IPC costs more than it saves
@@ -88,14 +88,12 @@ class TicketVerifier:
         self.chunk = chunk
         self.min_chunk = min_chunk
         self._limiter = trio.CapacityLimiter(1)  # the one verifying thread (workers == 1)
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: RestartingPool | None = None
 
     def start(self) -> TicketVerifier:
         """Start the worker processes (``workers > 1``) and wait until each answers."""
         if self.workers > 1 and self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_init)
+            self._pool = RestartingPool(self.workers, initializer=_worker_init)
             for future in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
                 future.result()
         return self
@@ -103,7 +101,7 @@ class TicketVerifier:
     def close(self) -> None:
         """Stop the worker processes, if any."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True)
             self._pool = None
 
     def __enter__(self) -> TicketVerifier:
@@ -131,5 +129,8 @@ class TicketVerifier:
         future = self._pool.submit(verify_batch, genesis_hash, tuple(owners), owner_of, tickets)
         try:
             return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except BrokenExecutor:  # the process died: this request is checked here instead
+            return await trio.to_thread.run_sync(verify_batch, genesis_hash, owners, owner_of,
+                                                 tickets, limiter=self._limiter)
         finally:
             future.cancel()
