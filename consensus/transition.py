@@ -23,7 +23,7 @@ from consensus.state import (Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, debit_account, delete_escrow, get_account,
                              get_block_vdf, get_escrow, get_redemptions_at, get_refunds_at,
                              put_block_vdf, put_escrow, put_redemptions_at, redeemed_key)
-from consensus.ticket import Ticket, verify_ticket_signature
+from consensus.ticket import TICKET_MAGIC, Ticket, verify_ticket_signature
 from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
                           ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
                           ZERO_SENDER, ZERO_SIG)
@@ -211,72 +211,72 @@ class RedeemBatch:
             add_burned(self.view, self.burned)
 
 
-def verify_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> RedeemEscrow:
-    """SPEC §7 steps 1–3 for one ticket; returns its escrow (as the batch holds it)."""
-    ctx = batch.ctx
-    work = batch.get_escrow(ticket.escrow_id)
-    if work is None:
-        raise ConsensusError("unknown-escrow")
-    escrow = work.escrow
-    if not check_signature(ctx, escrow.owner, ticket.signing_message(ctx.genesis_hash),
-                           ticket.sig):
-        raise ConsensusError("bad-ticket-signature")
-    if (ticket.merchant_index >= len(escrow.merchants)
-            or escrow.merchants[ticket.merchant_index] != sender):
-        raise ConsensusError("wrong-merchant")
-    if ticket.seqno >= work.n:
-        raise ConsensusError("seqno-out-of-range")
-    g = ticket.seqno // work.draw_size  # compute_group_of_seqno, with the cached draw size
-    drawn_at, t_expire, winners = batch.get_group(ticket.escrow_id, work, g)
-    if ctx.height < drawn_at:
-        raise ConsensusError("ticket-not-drawn")
-    if ctx.height > t_expire:
-        raise ConsensusError("ticket-expired")
-    if winners is None:  # unreachable on a consistent chain: block t_draw+1 is connected
-        raise ConsensusError("ticket-not-drawn", "draw value missing")
-    if ticket.seqno not in winners:
-        raise ConsensusError("ticket-not-winning")
-    return work
-
-
-def process_redeem_ticket(batch: RedeemBatch, sender: bytes, ticket: Ticket) -> int:
-    """SPEC §7 for one ticket: verify, pay, record (in ``batch``); returns units paid."""
-    work = verify_redeem_ticket(batch, sender, ticket)
-    key = redeemed_key(ticket.escrow_id, ticket.seqno)
-    earlier = batch.get_redemptions(key)
-    if ticket.merchant_index in earlier:
-        raise ConsensusError("ticket-already-redeemed")
-    duplicate = bool(earlier)
-    beta = work.escrow.beta
-    if duplicate:  # D2: the duplicate's beta comes from the penalty first
-        from_penalty = min(beta, work.penalty_balance)
-        from_escrow = min(beta - from_penalty, work.escrow_balance)
-    else:
-        from_penalty, from_escrow = 0, min(beta, work.escrow_balance)
-    paid = from_penalty + from_escrow
-    if paid == 0:
-        raise ConsensusError("escrow-exhausted")
-    work.penalty_balance -= from_penalty
-    work.escrow_balance -= from_escrow
-    work.dirty = True
-    if duplicate and not work.broken:  # break_escrow (SPEC §8), on the batch
-        batch.burned += work.penalty_balance
-        work.penalty_balance = 0
-        work.broken = True
-    batch.recorded[key] = None
-    earlier[ticket.merchant_index] = batch.ctx.height
-    return paid
-
-
 def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
     """REDEEM (SPEC §7, paper §4.4): all tickets or none; fee comes out of the payout.
 
-    The tickets are applied in order to one ``RedeemBatch`` written back once at the end
-    (on a failure ``view`` may hold partial writes, as ``apply_tx`` says)."""
+    Each ticket in order: SPEC §7 steps 1–3 (escrow known, owner's signature, merchant,
+    seqno range, drawn and not expired, winning), then not yet redeemed by this merchant,
+    then paid (a duplicate's beta from the penalty first, D2, breaking the escrow). The
+    tickets are applied to one ``RedeemBatch`` written back once at the end (on a failure
+    ``view`` may hold partial writes, as ``apply_tx`` says). One loop over the tickets with
+    the current escrow's fields held in locals: this runs up to 256 times per
+    transaction, and the reasons and their order are exactly those of the steps above."""
     batch = RedeemBatch(ctx, view)
-    payout = 0
+    sender, height, verified = tx.sender, ctx.height, ctx.verified
+    prefix = TICKET_MAGIC + ctx.genesis_hash  # the ticket signing message (SPEC §4)
+    recorded, redemptions = batch.recorded, batch.get_redemptions
+    payout, eid, work = 0, None, None
     for ticket in tx.tickets():
-        payout += process_redeem_ticket(batch, tx.sender, ticket)
+        if ticket.escrow_id != eid:
+            eid = ticket.escrow_id
+            work = batch.get_escrow(eid)
+            if work is None:
+                raise ConsensusError("unknown-escrow")
+            escrow = work.escrow
+            owner, merchants, n, draw_size = escrow.owner, escrow.merchants, work.n, work.draw_size
+        msg, sig = prefix + ticket.body(), ticket.sig
+        if (owner, msg, sig) not in verified and not keys.verify(owner, msg, sig):
+            raise ConsensusError("bad-ticket-signature")
+        index, seqno = ticket.merchant_index, ticket.seqno
+        if index >= len(merchants) or merchants[index] != sender:
+            raise ConsensusError("wrong-merchant")
+        if seqno >= n:
+            raise ConsensusError("seqno-out-of-range")
+        group = work.groups.get(seqno // draw_size)  # compute_group_of_seqno
+        if group is None:
+            group = batch.get_group(eid, work, seqno // draw_size)
+        drawn_at, t_expire, winners = group
+        if height < drawn_at:
+            raise ConsensusError("ticket-not-drawn")
+        if height > t_expire:
+            raise ConsensusError("ticket-expired")
+        if winners is None:  # unreachable on a consistent chain: block t_draw+1 is connected
+            raise ConsensusError("ticket-not-drawn", "draw value missing")
+        if seqno not in winners:
+            raise ConsensusError("ticket-not-winning")
+        key = redeemed_key(eid, seqno)
+        earlier = redemptions(key)
+        if index in earlier:
+            raise ConsensusError("ticket-already-redeemed")
+        beta = escrow.beta
+        if earlier:  # D2: the duplicate's beta comes from the penalty first
+            from_penalty = min(beta, work.penalty_balance)
+            from_escrow = min(beta - from_penalty, work.escrow_balance)
+        else:
+            from_penalty, from_escrow = 0, min(beta, work.escrow_balance)
+        paid = from_penalty + from_escrow
+        if paid == 0:
+            raise ConsensusError("escrow-exhausted")
+        work.penalty_balance -= from_penalty
+        work.escrow_balance -= from_escrow
+        work.dirty = True
+        if earlier and not work.broken:  # break_escrow (SPEC §8), on the batch
+            batch.burned += work.penalty_balance
+            work.penalty_balance = 0
+            work.broken = True
+        recorded[key] = None
+        earlier[index] = height
+        payout += paid
     if tx.fee > payout:
         raise ConsensusError("fee-exceeds-payout")
     batch.finish()

@@ -26,7 +26,21 @@ from node.procpool import BrokenExecutor, RestartingPool
 log = logging.getLogger("verify")
 
 MIN_PARALLEL = 64  # fewer signatures than this are not worth a round trip
-CHUNKS_PER_WORKER = 4  # worker tasks per worker for one block's signatures
+
+
+def guided_chunks(count: int, workers: int, smallest: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``range(count)`` in chunks of shrinking size (guided
+    self-scheduling): each takes ``1/(2·workers)`` of what is left, at least ``smallest``.
+
+    Consensus consumes the results in order, so the first chunk decides when it can
+    start, and the last ones how long one worker idles while another finishes (at most
+    a ``smallest`` chunk) and how much state work is left after the last result."""
+    out, start = [], 0
+    while start < count:
+        size = max(smallest, (count - start) // (2 * workers))
+        out.append((start, min(count, start + size)))
+        start += size
+    return out
 
 
 def verify_triples(triples: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -137,11 +151,8 @@ class WorkerPool:
         if len(triples) < MIN_PARALLEL and self.params.vdf_iterations < 100_000:
             return set()  # cheaper inline
         futures = []
-        # Several chunks per worker: consensus starts on the block as soon as the first
-        # chunk is back and waits only for chunks it reaches before the workers finish.
-        chunk = max(MIN_PARALLEL // 2, -(-len(triples) // (self.workers * CHUNKS_PER_WORKER)))
-        for i in range(0, len(triples), chunk):
-            part = triples[i:i + chunk]
+        for start, end in guided_chunks(len(triples), self.workers, MIN_PARALLEL // 2):
+            part = triples[start:end]
             futures.append((part, self._pool.submit(verify_triples, part)))
         if self.params.vdf_iterations >= 100_000:
             for seg in segments:
