@@ -12,7 +12,7 @@ from blake3 import blake3
 from consensus.block import Block, Header, compute_tx_root
 from consensus.encoding import packb
 from consensus.tx import Tx, make_coinbase
-from node.procpool import BrokenExecutor, RestartingPool
+from node.procpool import RestartingPool
 
 IN_PROCESS_TRIES = 2_000
 CHUNK = 200_000
@@ -72,10 +72,7 @@ class PowWorker:
     def search(self, prefix: bytes, suffix: bytes, target: int, start: int, count: int) -> int | None:
         """Blocking call (run it from a thread): search in the worker process, or in
         this thread if the worker died meanwhile (a new one serves the next search)."""
-        try:
-            return self._pool.submit(search_nonce, prefix, suffix, target, start, count).result()
-        except BrokenExecutor:
-            return search_nonce(prefix, suffix, target, start, count)
+        return self._pool.run(search_nonce, prefix, suffix, target, start, count)
 
     def close(self) -> None:
         self._pool.shutdown()

@@ -18,6 +18,16 @@ log = logging.getLogger("workers")
 BrokenExecutor = concurrent.futures.BrokenExecutor
 
 
+def result_or_inline(future: concurrent.futures.Future, fn: Callable, *args):
+    """``future``'s result, or ``fn(*args)`` in this thread if its worker process died
+    (the work ``future`` stood for; blocking: call it from a thread)."""
+    try:
+        return future.result()
+    except BrokenExecutor as exc:
+        log.warning("worker task %s failed (%s); running it inline", fn.__name__, exc)
+        return fn(*args)
+
+
 class RestartingPool:
     """``workers`` spawned processes; ``initializer`` runs once in each new process."""
 
@@ -50,6 +60,11 @@ class RestartingPool:
                     self.restarts += 1
                 pool = self._pool
             return pool.submit(fn, *args)
+
+    def run(self, fn: Callable, *args):
+        """``fn(*args)`` in a worker process, or in this thread if that process dies
+        meanwhile (blocking: call it from a thread)."""
+        return result_or_inline(self.submit(fn, *args), fn, *args)
 
     def pids(self) -> list[int]:
         """Process ids of the current workers (those started so far)."""

@@ -12,7 +12,6 @@ checked again inline, so reject reasons and their order do not change.
 """
 
 import concurrent.futures
-import logging
 from collections.abc import Container
 
 from consensus import keys
@@ -21,9 +20,7 @@ from consensus.params import ChainParams
 from consensus.state import StateView, get_escrow
 from consensus.tx import CHEAT_PROOF, COINBASE, REDEEM
 from consensus.vdf import compute_vdf, is_segment_valid, vdf_segments
-from node.procpool import BrokenExecutor, RestartingPool
-
-log = logging.getLogger("verify")
+from node.procpool import RestartingPool, result_or_inline
 
 MIN_PARALLEL = 64  # fewer signatures than this are not worth a round trip
 
@@ -83,12 +80,9 @@ class WorkerPool:
         """``consensus.vdf.compute_vdf`` for ``block_hash`` in a worker process, inline
         if the worker fails (blocking: call it from a thread)."""
         args = (block_hash, self.params.vdf_iterations, self.params.vdf_checkpoints)
-        if self._pool is not None:
-            try:
-                return self._pool.submit(compute_vdf, *args).result()
-            except BrokenExecutor as exc:
-                log.warning("worker VDF evaluation failed (%s); evaluating inline", exc)
-        return compute_vdf(*args)
+        if self._pool is None:
+            return compute_vdf(*args)
+        return self._pool.run(compute_vdf, *args)
 
     def collect(self, block: Block, state: StateView, known: Container
                 ) -> tuple[list[tuple[bytes, bytes, bytes]], list[tuple]]:
@@ -124,15 +118,8 @@ class WorkerPool:
         chunk = max(1, -(-len(triples) // self.workers))
         parts = [triples[i:i + chunk] for i in range(0, len(triples), chunk)]
         futures = [self._pool.submit(verify_triples, part) for part in parts]
-        valid = []
-        for part, future in zip(parts, futures):
-            try:
-                results = future.result()
-            except BrokenExecutor as exc:
-                log.warning("worker signature check failed (%s); checking inline", exc)
-                results = [keys.verify(*t) for t in part]
-            valid.extend(t for t, ok in zip(part, results) if ok)
-        return valid
+        return [t for part, f in zip(parts, futures)
+                for t, ok in zip(part, result_or_inline(f, verify_triples, part)) if ok]
 
     def submit_chunks(self, triples: list[tuple[bytes, bytes, bytes]], size: int
                       ) -> list[tuple[list, concurrent.futures.Future]]:

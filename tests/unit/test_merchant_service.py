@@ -585,11 +585,11 @@ def test_worker_process_killed_is_replaced(chain, store):
     with TicketVerifier(2, chunk=4, min_chunk=1) as verifier:
         service = MerchantService(public_key(MERCHANT), store, chain, verifier)
         assert submit(service, tickets(range(0, 8)))["accepted"] == 8
-        for pid in verifier._pool.pids():
+        for pid in verifier.pids():
             os.kill(pid, signal.SIGKILL)
         assert submit(service, tickets(range(8, 16)))["accepted"] == 8
         assert submit(service, tickets(range(16, 24)))["accepted"] == 8
-        assert verifier._pool.restarts >= 1
+        assert verifier.restarts >= 1
 
 def test_invalid_verifier_workers():
     with pytest.raises(ValueError, match="at least 1"):

@@ -14,6 +14,8 @@ the one verification rule of SPEC §0.
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 import multiprocessing
 import os
 import signal
@@ -25,7 +27,8 @@ import trio
 
 from consensus.keys import verify
 from consensus.ticket import TICKET_MAGIC, TICKET_SIZE
-from node.procpool import BrokenExecutor, RestartingPool
+
+log = logging.getLogger("merchant.verify")
 
 SIGNED_BYTES = 43  # a ticket's signed body (SPEC §4); its signature follows
 MIN_PROCESS_CHUNK = 250  # tickets per process task below which IPC costs more than it saves
@@ -88,12 +91,38 @@ class TicketVerifier:
         self.chunk = chunk
         self.min_chunk = min_chunk
         self._limiter = trio.CapacityLimiter(1)  # the one verifying thread (workers == 1)
-        self._pool: RestartingPool | None = None
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.restarts = 0  # pools replaced after one of their processes died
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init)
+
+    def _submit(self, *args) -> concurrent.futures.Future:
+        """``verify_batch(*args)`` in a worker process. A pool one of whose processes
+        died (killed, out of memory) refuses all later work; it is replaced here, as the
+        node's ``node.procpool.RestartingPool`` does (the wallet does not import the
+        node, DESIGN "Layers"). Only the event loop's thread submits, so no lock."""
+        try:
+            return self._pool.submit(verify_batch, *args)
+        except concurrent.futures.BrokenExecutor:
+            log.warning("a ticket-checking process died; starting %d new ones", self.workers)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+            self.restarts += 1
+            return self._pool.submit(verify_batch, *args)
+
+    def pids(self) -> list[int]:
+        """Process ids of the current worker processes (none on the thread)."""
+        if self._pool is None:
+            return []
+        return [p.pid for p in (self._pool._processes or {}).values()]
 
     def start(self) -> TicketVerifier:
         """Start the worker processes (``workers > 1``) and wait until each answers."""
         if self.workers > 1 and self._pool is None:
-            self._pool = RestartingPool(self.workers, initializer=_worker_init)
+            self._pool = self._new_pool()
             for future in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
                 future.result()
         return self
@@ -101,7 +130,7 @@ class TicketVerifier:
     def close(self) -> None:
         """Stop the worker processes, if any."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def __enter__(self) -> TicketVerifier:
@@ -126,10 +155,10 @@ class TicketVerifier:
         if self._pool is None:
             return await trio.to_thread.run_sync(verify_batch, genesis_hash, owners, owner_of,
                                                  tickets, limiter=self._limiter)
-        future = self._pool.submit(verify_batch, genesis_hash, tuple(owners), owner_of, tickets)
+        future = self._submit(genesis_hash, tuple(owners), owner_of, tickets)
         try:
             return await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-        except BrokenExecutor:  # the process died: this request is checked here instead
+        except concurrent.futures.BrokenExecutor:  # its process died: checked here instead
             return await trio.to_thread.run_sync(verify_batch, genesis_hash, owners, owner_of,
                                                  tickets, limiter=self._limiter)
         finally:
