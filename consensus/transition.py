@@ -23,7 +23,7 @@ from consensus.state import (Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, debit_account, delete_escrow, get_account,
                              get_block_vdf, get_escrow, get_redemptions_at, get_refunds_at,
                              put_block_vdf, put_escrow, put_redemptions_at, redeemed_key)
-from consensus.ticket import TICKET_MAGIC, Ticket, verify_ticket_signature
+from consensus.ticket import Ticket, verify_ticket_signature
 from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
                           ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
                           ZERO_SENDER, ZERO_SIG)
@@ -222,8 +222,7 @@ def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
     the current escrow's fields held in locals: this runs up to 256 times per
     transaction, and the reasons and their order are exactly those of the steps above."""
     batch = RedeemBatch(ctx, view)
-    sender, height, verified = tx.sender, ctx.height, ctx.verified
-    prefix = TICKET_MAGIC + ctx.genesis_hash  # the ticket signing message (SPEC §4)
+    sender, height, genesis_hash = tx.sender, ctx.height, ctx.genesis_hash
     recorded, redemptions = batch.recorded, batch.get_redemptions
     payout, eid, work = 0, None, None
     for ticket in tx.tickets():
@@ -234,8 +233,7 @@ def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
                 raise ConsensusError("unknown-escrow")
             escrow = work.escrow
             owner, merchants, n, draw_size = escrow.owner, escrow.merchants, work.n, work.draw_size
-        msg, sig = prefix + ticket.body(), ticket.sig
-        if (owner, msg, sig) not in verified and not keys.verify(owner, msg, sig):
+        if not check_signature(ctx, owner, ticket.signing_message(genesis_hash), ticket.sig):
             raise ConsensusError("bad-ticket-signature")
         index, seqno = ticket.merchant_index, ticket.seqno
         if index >= len(merchants) or merchants[index] != sender:
