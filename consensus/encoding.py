@@ -6,6 +6,7 @@ rejects trailing bytes and anything that does not re-encode to the identical byt
 ``DecodeError`` (reason ``bad-encoding``) and nothing else.
 """
 
+import threading
 from typing import Any
 
 import msgpack
@@ -15,9 +16,23 @@ from consensus.errors import DecodeError
 MAX_INT = 2**63  # every amount, height and count is below this (SPEC §0)
 
 
+# One Packer per thread, reused: ``msgpack.packb`` builds a Packer per call, which is
+# about two thirds of the cost of encoding a small object (0.93 vs 0.32 µs for a ticket).
+# A Packer resets its buffer after each pack, also when packing raises.
+_packers = threading.local()
+
+
 def packb(obj: Any) -> bytes:
-    """Encode ``obj`` as msgpack: arrays, bin for bytes, smallest integer forms."""
-    return msgpack.packb(obj, use_bin_type=True)
+    """Encode ``obj`` as msgpack: arrays, bin for bytes, smallest integer forms (SPEC §0).
+
+    Raises ``TypeError`` for values msgpack cannot encode and ``ValueError`` for integers
+    out of its range, as ``msgpack.packb`` does.
+    """
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(obj)
 
 
 # Every array of a valid block, header or transaction carries at least one hash, key or
