@@ -175,11 +175,16 @@ def _is_valid_id(value: Any) -> bool:
     )
 
 
+# One encoder for every reply: ``json.dumps`` with an argument builds a new JSONEncoder
+# per call. NaN and infinities are not JSON (RFC 8259), so they are refused.
+_encode = json.JSONEncoder(allow_nan=False).encode
+
+
 def _error(req_id: Any, code: int, message: str, data: Any = None) -> str:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return json.dumps({"jsonrpc": "2.0", "id": req_id, "error": error})
+    return _encode({"jsonrpc": "2.0", "id": req_id, "error": error})
 
 
 class Dispatcher:
@@ -278,8 +283,7 @@ class Dispatcher:
             log.exception("rpc %s failed", name)
             return _error(req_id, INTERNAL_ERROR, "internal error")
         try:
-            reply = json.dumps({"jsonrpc": "2.0", "id": req_id, "result": result},
-                               allow_nan=False)
+            reply = _encode({"jsonrpc": "2.0", "id": req_id, "result": result})
         except (TypeError, ValueError, RecursionError):
             log.exception("rpc %s returned a value that is not JSON", name)
             return _error(req_id, INTERNAL_ERROR, "internal error")
