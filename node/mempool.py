@@ -153,6 +153,7 @@ class Mempool:
         self._tiebreak = itertools.count()
         self._seq = 0
         self._height = 0
+        self._ctx: TxContext | None = None  # _context() of self._height
         self._vdf_key = b""
         self.view: _PoolView | None = None
 
@@ -172,7 +173,12 @@ class Mempool:
         return [e.txid for e in sorted(self.entries.values(), key=lambda e: e.seq)]
 
     def _context(self) -> TxContext:
-        return TxContext(self.params, self.genesis_hash, self._height, ZERO_HASH, self.verified)
+        """The context of the next block (``tip + 1``), built once per height."""
+        ctx = self._ctx
+        if ctx is None or ctx.height != self._height or ctx.verified is not self.verified:
+            ctx = self._ctx = TxContext(self.params, self.genesis_hash, self._height,
+                                        ZERO_HASH, self.verified)
+        return ctx
 
     # -- tip changes ---------------------------------------------------------------------
     def reset(self, base: StateView, tip_height: int, next_vdf: bytes,
