@@ -2,8 +2,10 @@
 [--propagation-blocks N]``."""
 
 import argparse
+import gc
 
 from bench import chain, economy, merchant, propagation, rpc, sync, tickets
+from node.main import GC_YOUNG_THRESHOLD
 
 
 def main() -> None:
@@ -18,6 +20,10 @@ def main() -> None:
                         help="blocks per run of the namespaced propagation benchmark "
                              "(0 = skip; skipped anyway when not root)")
     args = parser.parse_args()
+    # The in-process figures run with the node process's garbage-collector settings
+    # (node/main.py, DESIGN "Garbage collection"), so they measure what the node runs.
+    gc.set_threshold(GC_YOUNG_THRESHOLD)
+    gc.freeze()
     tickets.run_all(args.seconds)
     chain.run_all(args.blocks)
     rpc.run_all()
