@@ -186,7 +186,7 @@ def bench_redeem_block(n_redeems: int = 30, tickets_each: int = 256, cycles: int
                 ceiling, cpu_ms = statistics.median(ceilings), statistics.median(main_cpu)
                 sig_wall = n / (ceiling * statistics.median(references))
                 cores = os.cpu_count() or 1
-                bound = n / (sig_wall + cpu_ms / max(1, cores)) / statistics.median(references)
+                bound = n / (sig_wall + cpu_ms / cores) / statistics.median(references)
                 print(f"  ({workers} workers: the block's signatures alone, no state work, "
                       f"across the same {workers} processes: ratio {ceiling:.2f} to 1-core "
                       f"raw verify; this process's own CPU per block {cpu_ms * 1e3:.0f} ms; "

@@ -78,6 +78,7 @@ def _submit_round(tmp: Path, genesis: Path, bodies: list[bytes], triples: list,
     """Start a node, post ``bodies`` (batches of 100), then time raw verify of ``triples``;
     ``(submit tx/s, raw verify/s, node)`` with the node still running when ``keep``."""
     proc, url, auth = _start(tmp, genesis)
+    done = False
     try:
         with httpx.Client(auth=auth, timeout=120) as client:
             start = None
@@ -90,13 +91,11 @@ def _submit_round(tmp: Path, genesis: Path, bodies: list[bytes], triples: list,
         for pk, msg, sig in triples:
             crypto_sign_open(sig + msg, pk)
         raw = len(triples) / (time.perf_counter() - t0)
-    except BaseException:
-        proc.terminate()
-        proc.wait(timeout=30)
-        raise
-    if not keep:
-        proc.terminate()
-        proc.wait(timeout=30)
+        done = True
+    finally:
+        if not (done and keep):
+            proc.terminate()
+            proc.wait(timeout=30)
     return submit, raw, (proc, url, auth)
 
 
@@ -120,13 +119,13 @@ def run_all(n_txs: int = 10_000, senders: int = 100) -> None:
         genesis = Path(tmp) / "genesis.json"
         genesis.write_text(json.dumps(genesis_document("regtest", GENESIS_TIME, premine)))
         figures, references = [], []
-        for r in range(SUBMIT_ROUNDS):
-            last = r == SUBMIT_ROUNDS - 1
-            submit, raw, (proc, url, auth) = _submit_round(Path(tmp) / f"node{r}", genesis,
-                                                           bodies, triples, n_txs, keep=last)
+        for round_no in range(SUBMIT_ROUNDS):
+            last = round_no == SUBMIT_ROUNDS - 1
+            submit, raw, (proc, url, auth) = _submit_round(
+                Path(tmp) / f"node{round_no}", genesis, bodies, triples, n_txs, keep=last)
             figures.append(submit)
             references.append(raw)
-        ratios = sorted(f / r for f, r in zip(figures, references))
+        ratios = sorted(f / ref for f, ref in zip(figures, references))
         print(f"{'sendrawtransaction, batches of 100':<44} {statistics.median(figures):>10,.0f} "
               f"tx/s      raw libsodium verify     {statistics.median(references):>10,.0f}   "
               f"ratio {statistics.median(ratios):5.2f}   goal ≥ 0.5  (median of {len(ratios)} "

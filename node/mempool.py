@@ -175,7 +175,7 @@ class Mempool:
     def _context(self) -> TxContext:
         """The context of the next block (``tip + 1``), built once per height."""
         ctx = self._ctx
-        if ctx is None or ctx.height != self._height or ctx.verified is not self.verified:
+        if ctx is None or ctx.height != self._height:
             ctx = self._ctx = TxContext(self.params, self.genesis_hash, self._height,
                                         ZERO_HASH, self.verified)
         return ctx

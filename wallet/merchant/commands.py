@@ -31,7 +31,9 @@ from wallet.tlsconfig import cacert_option, tls_server_options
 from wallet.rpcclient import RpcConnectionError, RpcError
 
 STATUS_TIMEOUT = 5.0  # seconds to wait for a running service's /v1/status
-GC_YOUNG_THRESHOLD = 50_000  # as the node's (node/main.py, DESIGN "Garbage collection")
+# The node's value (node/main.py); restated because the wallet does not import the node
+# (DESIGN "Layers", "Garbage collection").
+GC_YOUNG_THRESHOLD = 50_000
 COUNT_NAMES = ("held", "winning", "redeemed", "expired", "losing", "failed", "evidence")
 
 
