@@ -1,5 +1,6 @@
 """The 107-byte lottery ticket (SPEC §4, paper §4.2)."""
 
+import struct
 from dataclasses import dataclass
 
 from consensus import keys
@@ -9,6 +10,7 @@ TICKET_SIZE = 107
 TICKET_VERSION = 1
 TICKET_MAGIC = b"MCT1"
 _BODY_SIZE = 43  # bytes[0:43], the signed part
+_LAYOUT = struct.Struct(">BH32sQ64s")  # version, merchant_index, escrow_id, seqno, sig
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,37 @@ class Ticket:
     @classmethod
     def decode(cls, data: bytes) -> "Ticket":
         """Parse 107 bytes; raises ``DecodeError`` for a wrong size or version."""
-        if not isinstance(data, (bytes, bytearray)) or len(data) != TICKET_SIZE:
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray)):
+                raise DecodeError(f"ticket must be {TICKET_SIZE} bytes")
+            data = bytes(data)
+        if len(data) != TICKET_SIZE:
             raise DecodeError(f"ticket must be {TICKET_SIZE} bytes")
-        data = bytes(data)
-        if data[0] != TICKET_VERSION:
-            raise DecodeError(f"unknown ticket version {data[0]}")
-        ticket = object.__new__(cls)  # the frozen dataclass's fields, set at C speed
-        ticket.__dict__.update(version=data[0], merchant_index=int.from_bytes(data[1:3], "big"),
-                               escrow_id=data[3:35], seqno=int.from_bytes(data[35:43], "big"),
-                               sig=data[43:107], _body=data[:_BODY_SIZE])
+        version, merchant_index, escrow_id, seqno, sig = _LAYOUT.unpack(data)
+        if version != TICKET_VERSION:
+            raise DecodeError(f"unknown ticket version {version}")
+        # A block carries up to 30 x 256 of these: the frozen dataclass's fields are set
+        # directly (one struct unpack, no __init__), as its __init__ would set them.
+        ticket = object.__new__(cls)
+        fields = ticket.__dict__
+        fields["version"] = version
+        fields["merchant_index"] = merchant_index
+        fields["escrow_id"] = escrow_id
+        fields["seqno"] = seqno
+        fields["sig"] = sig
+        fields["_body"] = data[:_BODY_SIZE]
         return ticket
 
     def signing_message(self, genesis_hash: bytes) -> bytes:
-        """``b"MCT1" || genesis_hash || bytes[0:43]`` (SPEC §4)."""
-        return TICKET_MAGIC + genesis_hash + self.body()
+        """``b"MCT1" || genesis_hash || bytes[0:43]`` (SPEC §4); kept per object for the
+        last ``genesis_hash`` asked, so the worker-pool triple and consensus' lookup of it
+        use one bytes object (hashed once)."""
+        cached = self.__dict__.get("_sigmsg")
+        if cached is not None and cached[0] == genesis_hash:
+            return cached[1]
+        msg = TICKET_MAGIC + genesis_hash + self.body()
+        object.__setattr__(self, "_sigmsg", (genesis_hash, msg))
+        return msg
 
     @property
     def key(self) -> tuple[bytes, int]:

@@ -22,7 +22,7 @@ from consensus.params import ChainParams
 from consensus.state import (Overlay, StateView, add_burned, add_issued,
                              add_refund_entry, credit, debit_account, delete_escrow, get_account,
                              get_block_vdf, get_escrow, get_redemptions_at, get_refunds_at,
-                             put_block_vdf, put_escrow, put_redemptions_at, redeemed_key)
+                             put_block_vdf, put_escrow, put_redemptions_at, redeemed_prefix)
 from consensus.ticket import Ticket, verify_ticket_signature
 from consensus.tx import (CHANNEL_CHEAT, CHANNEL_CLOSE, CHANNEL_OPEN, CHEAT_PROOF, COINBASE,
                           ESCROW_CREATE, MP_CLAIM, MP_ESCROW, NONCE_KINDS, REDEEM, TRANSFER, Tx,
@@ -194,11 +194,10 @@ class RedeemBatch:
     def get_redemptions(self, key: bytes) -> dict[int, int]:
         """``{merchant_index: height}`` of the record at ``key`` (``redeemed_key``) so
         far (a live dict)."""
-        try:
-            return self.redeemed[key]
-        except KeyError:
+        pairs = self.redeemed.get(key)
+        if pairs is None:
             pairs = self.redeemed[key] = get_redemptions_at(self.view, key)
-            return pairs
+        return pairs
 
     def finish(self) -> None:
         """Write the changed escrows, the new redeemed records and the burned total."""
@@ -223,7 +222,7 @@ def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
     transaction, and the reasons and their order are exactly those of the steps above."""
     batch = RedeemBatch(ctx, view)
     sender, height, genesis_hash = tx.sender, ctx.height, ctx.genesis_hash
-    recorded, redemptions = batch.recorded, batch.get_redemptions
+    recorded, redeemed = batch.recorded, batch.redeemed
     payout, eid, work = 0, None, None
     for ticket in tx.tickets():
         if ticket.escrow_id != eid:
@@ -233,6 +232,7 @@ def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
                 raise ConsensusError("unknown-escrow")
             escrow = work.escrow
             owner, merchants, n, draw_size = escrow.owner, escrow.merchants, work.n, work.draw_size
+            key_prefix = redeemed_prefix(eid)
         if not check_signature(ctx, owner, ticket.signing_message(genesis_hash), ticket.sig):
             raise ConsensusError("bad-ticket-signature")
         index, seqno = ticket.merchant_index, ticket.seqno
@@ -252,8 +252,10 @@ def process_redeem(ctx: TxContext, view: StateView, tx: Tx) -> None:
             raise ConsensusError("ticket-not-drawn", "draw value missing")
         if seqno not in winners:
             raise ConsensusError("ticket-not-winning")
-        key = redeemed_key(eid, seqno)
-        earlier = redemptions(key)
+        key = key_prefix + seqno.to_bytes(8, "big")  # redeemed_key(eid, seqno)
+        earlier = redeemed.get(key)
+        if earlier is None:
+            earlier = batch.get_redemptions(key)
         if index in earlier:
             raise ConsensusError("ticket-already-redeemed")
         beta = escrow.beta

@@ -277,7 +277,7 @@ class ChainState:
         connect_block(self.params, view, block, self.header_context(entry.parent),
                       self.genesis_hash, verified)
         changes = view.changes()
-        self.store.commit_connect(entry.hash, entry.height, changes, view.undo_record(),
+        self.store.commit_connect(entry.hash, entry.height, changes, view.undo_record(changes),
                                   block.txids())
         written.update(view.writes)
         self.index.main.append(entry)

@@ -78,6 +78,10 @@ class StoreReadError(StoreCorruption, RpcError):
         return self.message
 
 
+# LevelDB's memtable size (its default is 4 MiB): Bitcoin Core gives a quarter of its
+# LevelDB cache, ≈ 30 MiB at the default -dbcache; two may be in memory at once.
+WRITE_BUFFER_BYTES = 16 << 20
+
 _FLUSHED = b"F"  # written with sync=True by ``flush``; its value carries nothing
 
 
@@ -127,10 +131,12 @@ class ChainStore:
             # paranoid_checks: a damaged log or table fails the open (or the read)
             # instead of being skipped silently (DESIGN "Storage faults").
             # bloom_filter_bits: a lookup of a missing key (a ticket not yet redeemed, an
-            # escrow not yet seen) skips tables without reading them, as Bitcoin Core
-            # opens its LevelDB (DESIGN "Node store layout").
+            # escrow not yet seen) skips tables without reading them; a 16 MiB write
+            # buffer and no compression spend less CPU flushing and compacting. All three
+            # as Bitcoin Core opens its LevelDB (DESIGN "Node store layout").
             self.db = plyvel.DB(str(path), create_if_missing=True, paranoid_checks=True,
-                                bloom_filter_bits=10)
+                                bloom_filter_bits=10, write_buffer_size=WRITE_BUFFER_BYTES,
+                                compression=None)
         except plyvel.CorruptionError as exc:
             raise StoreCorruption(f"the store {path} is corrupt ({_first_line(exc)}); "
                                   "restart with --reindex to rebuild it") from None

@@ -4,15 +4,16 @@ the next template needs (SPEC §5, §10).
 ``WorkerPool.prepare(block, state)`` runs in the node's block thread (never in the trio
 thread): it collects the block's signature triples (transaction signatures, and REDEEM /
 CHEAT_PROOF ticket signatures whose escrow already exists) and its VDF segments, checks
-them in parallel across ``workers`` processes, in several chunks per worker, and returns
-at once a ``PendingChecks`` container of them. Consensus gets it as ``verified`` and
+them in parallel across ``workers`` processes, in several chunks per worker (each sent
+as soon as it is collected, so the workers start while the rest is still being read),
+and returns at once a ``PendingChecks`` container of them. Consensus gets it as ``verified`` and
 skips the checks found valid (waiting for a chunk only when it reaches one not back
 yet, so the state work overlaps the workers'); anything missing or invalid is simply
 checked again inline, so reject reasons and their order do not change.
 """
 
 import concurrent.futures
-from collections.abc import Container
+from collections.abc import Container, Iterator
 
 from consensus import keys
 from consensus.block import Block
@@ -87,13 +88,19 @@ class WorkerPool:
     def collect(self, block: Block, state: StateView, known: Container
                 ) -> tuple[list[tuple[bytes, bytes, bytes]], list[tuple]]:
         """The signature triples (not already in ``known``) and VDF segments of ``block``."""
-        gh, triples, owners = self.genesis_hash, [], {}
+        return list(self.iter_triples(block, state, known)), self.segments(block)
+
+    def iter_triples(self, block: Block, state: StateView, known: Container
+                     ) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """The signature triples of ``block`` not already in ``known``, in block order:
+        each transaction's, then its tickets' whose escrow exists in ``state``."""
+        gh, owners = self.genesis_hash, {}
         for tx in block.txs:
             if tx.kind == COINBASE:
                 continue
             triple = (tx.sender, tx.signing_message(gh), tx.sig)
             if triple not in known:
-                triples.append(triple)
+                yield triple
             if tx.kind in (REDEEM, CHEAT_PROOF):
                 for ticket in tx.tickets():
                     owner = owners.get(ticket.escrow_id)
@@ -104,11 +111,16 @@ class WorkerPool:
                         owner = owners[ticket.escrow_id] = escrow.owner
                     triple = (owner, ticket.signing_message(gh), ticket.sig)
                     if triple not in known:
-                        triples.append(triple)
+                        yield triple
+
+    def segments(self, block: Block) -> list[tuple]:
+        """The VDF segments of ``block``'s header (none if its checkpoint count is wrong:
+        consensus rejects the count itself)."""
         h = block.header
-        segments = vdf_segments(h.prev_hash, h.vdf, list(h.vdf_checkpoints),
-                                self.params.vdf_iterations, self.params.vdf_checkpoints)
-        return triples, segments
+        if len(h.vdf_checkpoints) != self.params.vdf_checkpoints - 1:
+            return []
+        return vdf_segments(h.prev_hash, h.vdf, list(h.vdf_checkpoints),
+                            self.params.vdf_iterations, self.params.vdf_checkpoints)
 
     def verify_many(self, triples: list[tuple[bytes, bytes, bytes]]) -> list:
         """The valid ones of ``triples``, checked across the worker processes (blocking:
@@ -128,21 +140,30 @@ class WorkerPool:
         parts = [triples[i:i + size] for i in range(0, len(triples), size)]
         return [(part, self._pool.submit(verify_triples, part)) for part in parts]
 
-    def prepare(self, block: Block, state: StateView, known: Container) -> set:
-        """Facts of ``block`` checked valid in parallel (see module docstring)."""
+    def prepare(self, block: Block, state: StateView, known: Container) -> Container:
+        """Facts of ``block`` checked valid in parallel (see module docstring).
+
+        Each chunk goes to the workers as soon as its triples are collected, so they
+        start on the first while the rest of the block is still being read."""
         if self._pool is None:
             return set()  # everything is checked inline by consensus
-        triples, segments = self.collect(block, state, known)
-        if len(block.header.vdf_checkpoints) != self.params.vdf_checkpoints - 1:
-            segments = []  # consensus rejects the count itself
-        if len(triples) < MIN_PARALLEL and self.params.vdf_iterations < 100_000:
+        slow_vdf = self.params.vdf_iterations >= 100_000
+        most = sum(1 + (len(tx.body) if tx.kind in (REDEEM, CHEAT_PROOF) else 0)
+                   for tx in block.txs if tx.kind != COINBASE)  # triples at most
+        if most < MIN_PARALLEL and not slow_vdf:
             return set()  # cheaper inline
-        futures = []
-        for start, end in guided_chunks(len(triples), self.workers, MIN_PARALLEL // 2):
-            part = triples[start:end]
+        sizes = [end - start for start, end in guided_chunks(most, self.workers,
+                                                             MIN_PARALLEL // 2)]
+        futures, part = [], []
+        for triple in self.iter_triples(block, state, known):
+            part.append(triple)
+            if len(part) == sizes[len(futures)]:
+                futures.append((part, self._pool.submit(verify_triples, part)))
+                part = []
+        if part:
             futures.append((part, self._pool.submit(verify_triples, part)))
-        if self.params.vdf_iterations >= 100_000:
-            for seg in segments:
+        if slow_vdf:
+            for seg in self.segments(block):
                 futures.append(([seg], self._pool.submit(check_segments, [seg])))
         return PendingChecks(futures)
 
@@ -154,28 +175,44 @@ class PendingChecks:
     then checks it inline, so the outcome never depends on the workers)."""
 
     def __init__(self, futures: list[tuple[list, concurrent.futures.Future]]) -> None:
-        self._pending: dict = {}
-        for chunk in futures:
-            for item in chunk[0]:
-                self._pending[item] = chunk
-        self._valid: set = set()
+        # fact -> its chunk; consensus asks once per fact, so a lookup is one dict get
+        # and, once the chunk is back, the chunk's answer (True when all of it is valid)
+        self._chunk_of: dict = {}
+        for part, future in futures:
+            chunk = _Chunk(part, future)
+            for item in part:
+                self._chunk_of[item] = chunk
 
     def __contains__(self, item) -> bool:
-        if item in self._valid:
-            return True
-        chunk = self._pending.get(item)
+        chunk = self._chunk_of.get(item)
         if chunk is None:
             return False
-        part, future = chunk
-        try:
-            results = future.result()
-        except Exception:  # a broken worker: consensus checks these inline
-            results = [False] * len(part)
-        for fact, ok in zip(part, results):
-            self._pending.pop(fact, None)
-            if ok:
-                self._valid.add(fact)
-        return item in self._valid
+        valid = chunk.valid
+        if valid is None:
+            valid = chunk.resolve()
+        return valid is True or item in valid
 
     def __len__(self) -> int:
-        return len(self._valid) + len(self._pending)
+        return len(self._chunk_of)
+
+
+class _Chunk:
+    """One submitted part: ``valid`` is None until ``resolve``, then True (all valid) or
+    the set of the valid ones."""
+
+    __slots__ = ("part", "future", "valid")
+
+    def __init__(self, part: list, future: concurrent.futures.Future) -> None:
+        self.part, self.future, self.valid = part, future, None
+
+    def resolve(self) -> "bool | set":
+        try:
+            results = self.future.result()
+        except Exception:  # a broken worker: consensus checks these inline
+            results = [False] * len(self.part)
+        if all(results) and len(results) == len(self.part):
+            self.valid = True
+        else:
+            self.valid = {fact for fact, ok in zip(self.part, results) if ok}
+        self.part = self.future = None
+        return self.valid
