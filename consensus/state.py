@@ -279,10 +279,6 @@ def delete_escrow(view: StateView, escrow_id: bytes) -> None:
 
 # ---- redeemed records ------------------------------------------------------------------
 
-def _redeemed_key(escrow_id: bytes, seqno: int) -> bytes:
-    return _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
-
-
 def redeemed_prefix(escrow_id: bytes) -> bytes:
     """The common start of ``escrow_id``'s redeemed-record keys: ``redeemed_key(escrow_id,
     seqno) == redeemed_prefix(escrow_id) + seqno.to_bytes(8, "big")``."""
@@ -298,12 +294,12 @@ def _decode_redemptions(raw: bytes | None) -> list[tuple[int, int]]:
 
 def get_redeemed_indices(view: StateView, escrow_id: bytes, seqno: int) -> set[int]:
     """Merchant indices that already redeemed ``(escrow_id, seqno)`` (one point read)."""
-    return {m for m, _ in _decode_redemptions(view.get(_redeemed_key(escrow_id, seqno)))}
+    return {m for m, _ in _decode_redemptions(view.get(redeemed_key(escrow_id, seqno)))}
 
 
 def redeemed_key(escrow_id: bytes, seqno: int) -> bytes:
     """The state key of the redeemed record of ``(escrow_id, seqno)``."""
-    return _REDEEMED + escrow_id + seqno.to_bytes(8, "big")
+    return redeemed_prefix(escrow_id) + seqno.to_bytes(8, "big")
 
 
 def get_redemptions_at(view: StateView, key: bytes) -> dict[int, int]:

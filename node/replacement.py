@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from consensus.channel import _CHANNEL
-from consensus.state import _redeemed_key
+from consensus.state import redeemed_key
 from consensus.tx import CHANNEL_CHEAT, CHANNEL_CLOSE, REDEEM, Tx
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def conflict_keys(tx: Tx) -> list[bytes]:
     of each ticket of a REDEEM, the channel of a CHANNEL_CLOSE / CHANNEL_CHEAT; [] for
     other kinds."""
     if tx.kind == REDEEM:
-        return [_redeemed_key(t.escrow_id, t.seqno) for t in tx.tickets()]
+        return [redeemed_key(t.escrow_id, t.seqno) for t in tx.tickets()]
     if tx.kind in CHANNEL_KINDS:
         return [_CHANNEL + tx.body.channel_id]
     return []
