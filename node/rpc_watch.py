@@ -12,10 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from node.ticketwatch import DEFAULT_LEASE_SECONDS, TicketWatch
-from p2p.messages import MAX_TKTANN_TICKETS, MAX_WATCH_ESCROWS
+from p2p.messages import MAX_WATCH_ESCROWS
 
 if TYPE_CHECKING:
     from node.node import Node
+
+# Tickets one announcetickets call may carry: one SPEC §13 request's worth, so a merchant
+# announces what one request accepted in one call (peers get tktann frames of ≤ 1000).
+MAX_ANNOUNCE_TICKETS = 10_000
 
 
 def _hash(text: object, what: str) -> bytes:
@@ -63,13 +67,14 @@ class WatchMethods:
         return {"watching": [eid.hex() for eid in ids], "lease_seconds": lease_seconds}
 
     async def announcetickets(self, escrow_id: str, tickets: list) -> dict:
-        """Announce tickets a merchant accepted (≤ 1000 hex 107-byte tickets of
-        ``escrow_id``) to the merchants watching it, through the peers; the node checks
-        each signature. ``{new, known, ignored, invalid, conflicts: [...]}`` — conflicts
-        this batch completed (each as in ``getconflicts``)."""
+        """Announce tickets a merchant accepted (≤ 10 000 hex 107-byte tickets of
+        ``escrow_id``, one SPEC §13 request's worth) to the merchants watching it, through
+        the peers (in ``tktann`` frames of ≤ 1000); the node checks each signature before
+        relaying. ``{new, known, ignored, invalid, conflicts: [...]}`` — conflicts this
+        batch completed (each as in ``getconflicts``)."""
         eid = _hash(escrow_id, "escrow_id")
-        if not isinstance(tickets, list) or len(tickets) > MAX_TKTANN_TICKETS:
-            raise ValueError(f"tickets must be a list of at most {MAX_TKTANN_TICKETS}")
+        if not isinstance(tickets, list) or len(tickets) > MAX_ANNOUNCE_TICKETS:
+            raise ValueError(f"tickets must be a list of at most {MAX_ANNOUNCE_TICKETS}")
         raws = []
         for text in tickets:
             try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +50,8 @@ WATCH_MIN_INTERVAL = 1.0  # seconds between two `watch` messages to one peer
 TICK_SECONDS = 0.25  # how often subscriptions are re-advertised when they changed
 INLINE_VERIFY = 32  # batches up to this many signatures are checked in the trio thread
 MAX_WAIT_SECONDS = 600.0  # longest `waitforconflicts` wait (also for "no timeout")
+
+_HEAD = struct.Struct(">BH32sQ")  # SPEC §4 bytes 0..42: version, merchant_index, escrow_id, seqno
 
 EscrowLookup = Callable[[bytes], EscrowState | None]
 VerifyMany = Callable[[list[tuple[bytes, bytes, bytes]]], list]
@@ -302,38 +305,46 @@ class TicketWatch:
             return result
         fresh: list[tuple[int, int, bytes]] = []  # (seqno, merchant_index, raw)
         batch_keys: set[tuple[int, int]] = set()
-        for raw in tickets:
-            if len(raw) != TICKET_SIZE or raw[3:35] != escrow_id or raw[0] != 1:
+        seen = self._seen.get(escrow_id, {})
+        merchants = len(escrow.merchants)
+        head = _HEAD.unpack_from
+        for raw in tickets:  # up to MAX_TKTANN_TICKETS: one struct call per ticket
+            if len(raw) != TICKET_SIZE:
                 result.invalid += 1
                 continue
-            mi = int.from_bytes(raw[1:3], "big")
-            seqno = int.from_bytes(raw[35:43], "big")
-            if mi >= len(escrow.merchants):
+            version, mi, eid, seqno = head(raw)
+            if version != 1 or eid != escrow_id:
+                result.invalid += 1
+                continue
+            if mi >= merchants:
                 result.ignored += 1
                 continue
-            known = self._seen.get(escrow_id, {}).get(seqno, {})
-            if mi in known or (seqno, mi) in batch_keys:
+            key = (seqno, mi)
+            known = seen.get(seqno)
+            if (known is not None and mi in known) or key in batch_keys:
                 result.known += 1
                 continue
-            batch_keys.add((seqno, mi))
+            batch_keys.add(key)
             fresh.append((seqno, mi, raw))
         check = peer is not None or any(escrow_id in subs for subs in self.peer_subs.values())
         valid = await self._verify(escrow, fresh) if check else [True] * len(fresh)
         relay: list[bytes] = []
+        unverified: list[tuple[bytes, int, int]] = []
         for (seqno, mi, raw), ok in zip(fresh, valid):
             if not ok:
                 result.invalid += 1
                 continue
             new, conflict = self._record(escrow, escrow_id, seqno, mi, raw, source)
             if new:
-                result.new += 1
                 relay.append(raw)
                 if not check:
-                    self._unverified.add((escrow_id, seqno, mi))
+                    unverified.append((escrow_id, seqno, mi))
             else:
                 result.known += 1
             if conflict is not None:
                 result.conflicts.append(conflict)
+        result.new += len(relay)
+        self._unverified.update(unverified)
         if relay:
             self._relay(escrow_id, relay, peer)
         return result
@@ -381,7 +392,8 @@ class TicketWatch:
             per[seqno] = {mi: raw}
             self._order.append((escrow_id, seqno))
             self.tracked += 1
-            self._evict()
+            if self.tracked > MAX_TRACKED_TICKETS:
+                self._evict()
             if seqno >= escrow.N:
                 return True, self._conflict(escrow_id, seqno, "out-of-range", (raw,), source)
             return True, None
@@ -416,11 +428,13 @@ class TicketWatch:
 
     def _relay(self, escrow_id: bytes, tickets: list[bytes], came_from: object | None) -> None:
         """Send new tickets to every peer (but the sender) that subscribes to the escrow."""
+        peers = [peer for peer, subs in self.peer_subs.items()
+                 if peer != came_from and escrow_id in subs]
+        if not peers:
+            return
         frames = [build_tktann(escrow_id, tickets[i:i + MAX_TKTANN_TICKETS])
                   for i in range(0, len(tickets), MAX_TKTANN_TICKETS)]
-        for peer, subs in list(self.peer_subs.items()):
-            if peer == came_from or escrow_id not in subs:
-                continue
+        for peer in peers:
             for frame in frames:
                 if not self.send(peer, frame):
                     break

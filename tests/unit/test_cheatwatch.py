@@ -107,3 +107,64 @@ def test_check_conflict_accepts_only_real_proofs() -> None:
     far = tickets([60])[0]
     assert check_conflict([far.encode()], escrow, FakeChain().genesis_hash) == (far, None)
     assert check_conflict([b"junk"], escrow, FakeChain().genesis_hash) is None
+
+
+# --- announcements to the node's ticket watch ------------------------------------------------
+
+def _news(eid: bytes, seqnos) -> list:
+    from wallet.merchant.ticketstore import NewTicket
+    return [NewTicket(eid, s, 1, 14, s, 17, 23, eid[:1] * 35 + s.to_bytes(8, "big") + bytes(64))
+            for s in seqnos]
+
+
+def test_announcement_queue_takes_one_escrow_per_call_in_order(setup, monkeypatch):
+    """Runs of one escrow go out together (≤ the batch), first queued first; other
+    escrows keep their place; beyond MAX_QUEUED the oldest tickets are dropped."""
+    import wallet.merchant.cheatwatch as cw
+    chain, store, service, watch = setup
+    watch._rpc = object()  # announcements on (no call is made here)
+    other = bytes([7]) * 32
+    watch._batch = 5
+    watch.tickets_accepted(_news(EID, range(3)) + _news(other, range(2)))
+    watch.tickets_accepted(_news(EID, range(3, 9)))
+    eid, batch = watch._next_batch()
+    assert eid == EID and [b[35:43] for b in batch] == [s.to_bytes(8, "big") for s in range(5)]
+    eid, batch = watch._next_batch()
+    assert eid == other and len(batch) == 2
+    eid, batch = watch._next_batch()
+    assert eid == EID and len(batch) == 4 and watch._queued_tickets == 0
+    monkeypatch.setattr(cw, "MAX_QUEUED", 4)
+    watch.tickets_accepted(_news(EID, range(6)))
+    assert watch._queued_tickets == 4
+    eid, batch = watch._next_batch()
+    assert [int.from_bytes(b[35:43], "big") for b in batch] == [2, 3, 4, 5]
+
+
+def test_announcer_falls_back_to_1000_per_call_for_an_older_node(setup):
+    """A node that refuses a 10 000-ticket announcement (-8, its old limit) gets the same
+    tickets again in calls of ≤ 1000; nothing is lost."""
+    from wallet.merchant.cheatwatch import OLD_ANNOUNCE_BATCH
+    from wallet.rpcclient import RpcError
+    chain, store, service, watch = setup
+    sizes = []
+
+    class OldNode:
+        def call(self, method, eid, raws):
+            assert method == "announcetickets"
+            if len(raws) > OLD_ANNOUNCE_BATCH:
+                raise RpcError(-8, "tickets must be a list of at most 1000")
+            sizes.append(len(raws))
+            return {"new": len(raws), "conflicts": []}
+
+    watch._rpc = OldNode()
+    watch.tickets_accepted(_news(EID, range(2500)))
+
+    async def go():
+        with trio.move_on_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch._announcer)
+                while watch.announced < 2500:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    trio.run(go)
+    assert sizes == [1000, 1000, 500] and watch.announced == 2500

@@ -32,6 +32,7 @@ itself is in the store, so a restarted merchant re-derives them.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -58,7 +59,9 @@ PENDING, SENT, CONFIRMED, MOOT, FAILED = "pending", "sent", "confirmed", "moot",
 FINAL = frozenset({CONFIRMED, MOOT, FAILED})
 LEASE_SECONDS = 600  # watchescrow lease...
 RENEW_SECONDS = 200.0  # ...renewed this often
-ANNOUNCE_BATCH = 1000  # tickets per announcetickets call (the node's limit)
+ANNOUNCE_BATCH = 10_000  # tickets per announcetickets call (the node's limit)
+OLD_ANNOUNCE_BATCH = 1000  # the limit of nodes before 2026-12: used if a node refuses more
+RPC_INVALID_PARAMETER = -8  # the node's error code for a bad argument value (node.jsonrpc)
 MAX_QUEUED = 100_000  # accepted tickets waiting to be announced (oldest dropped beyond)
 MAX_OWN_CHECKS = 64  # duplicate-ticket rejections of one request checked for a proof
 CONFLICT_WAIT = 10.0  # seconds of one waitforconflicts long poll
@@ -135,7 +138,10 @@ class CheatWatch:
         self._fee = fee
         self._limiter = trio.CapacityLimiter(3)  # long polls never starve the service
         self.proofs: dict[tuple[bytes, int, str], Proof] = {}
-        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        # Accepted tickets to announce, as runs of one escrow: (escrow_id, [ticket, ...]).
+        self._queue: collections.deque[tuple[bytes, list[bytes]]] = collections.deque()
+        self._queued_tickets = 0  # tickets in _queue
+        self._batch = ANNOUNCE_BATCH  # tickets per announcetickets call
         self._queued = trio.Event()
         self._evidence = trio.Event()
         self._new_escrow = trio.Event()
@@ -151,14 +157,45 @@ class CheatWatch:
         """Queue durably stored tickets for announcement (never blocks)."""
         if not self._announce_ok or self._rpc is None:
             return
-        for new in tickets:
-            if new.escrow_id not in self._watched and new.escrow_id not in self._seen:
-                self._seen.add(new.escrow_id)
+        for eid, run in itertools.groupby(tickets, key=lambda new: new.escrow_id):
+            if eid not in self._watched and eid not in self._seen:
+                self._seen.add(eid)
                 self._new_escrow.set()
-            self._queue.append((new.escrow_id, new.ticket))
-        while len(self._queue) > MAX_QUEUED:
-            self._queue.popleft()
+            raws = [new.ticket for new in run]
+            self._queue.append((eid, raws))
+            self._queued_tickets += len(raws)
+        while self._queued_tickets > MAX_QUEUED:  # oldest dropped
+            eid, raws = self._queue.popleft()
+            excess = self._queued_tickets - MAX_QUEUED
+            if len(raws) > excess:
+                self._queue.appendleft((eid, raws[excess:]))
+            self._queued_tickets -= min(excess, len(raws))
         self._queued.set()
+
+    def _next_batch(self) -> tuple[bytes, list[bytes]]:
+        """Take up to ``self._batch`` queued tickets of the first queued escrow, first
+        queued first (runs of other escrows keep their places)."""
+        eid = self._queue[0][0]
+        batch: list[bytes] = []
+        rest: list[tuple[bytes, list[bytes]]] = []
+        while self._queue and len(batch) < self._batch:
+            run_eid, raws = self._queue.popleft()
+            if run_eid != eid:
+                rest.append((run_eid, raws))
+                continue
+            room = self._batch - len(batch)
+            batch += raws[:room]
+            if len(raws) > room:
+                self._queue.appendleft((eid, raws[room:]))
+                break
+        self._queue.extendleft(reversed(rest))
+        self._queued_tickets -= len(batch)
+        return eid, batch
+
+    def _requeue(self, eid: bytes, batch: list[bytes]) -> None:
+        """Put a batch that could not be announced back at the front."""
+        self._queue.appendleft((eid, batch))
+        self._queued_tickets += len(batch)
 
     def evidence_added(self) -> None:
         """The service kept new evidence (an out-of-range ticket): prove it now."""
@@ -227,6 +264,7 @@ class CheatWatch:
                             "from this merchant's own evidence", what)
             self._announce_ok = False
             self._queue.clear()
+            self._queued_tickets = 0
             return True
         return False
 
@@ -273,30 +311,28 @@ class CheatWatch:
             self._new_escrow = trio.Event()
 
     async def _announcer(self) -> None:
-        """Announce queued tickets, per escrow, ≤ 1000 per call."""
+        """Announce queued tickets, per escrow, ≤ ``ANNOUNCE_BATCH`` per call (one
+        request's worth; ``OLD_ANNOUNCE_BATCH`` once a node refused that many)."""
         while self._announce_ok:
             await self._queued.wait()
             self._queued = trio.Event()
             while self._queue:
-                eid = self._queue[0][0]
-                batch: list[bytes] = []
-                rest: collections.deque[tuple[bytes, bytes]] = collections.deque()
-                while self._queue and len(batch) < ANNOUNCE_BATCH:
-                    item = self._queue.popleft()
-                    if item[0] == eid:
-                        batch.append(item[1])
-                    else:
-                        rest.append(item)
-                self._queue.extendleft(reversed(rest))
+                eid, batch = self._next_batch()
                 try:
                     result = await self._call("announcetickets", eid.hex(),
                                               [t.hex() for t in batch])
                 except NodeError as exc:
                     if self._lacks(exc, "announcetickets"):
                         return
+                    self._requeue(eid, batch)
+                    if (isinstance(exc, NodeRejected) and exc.code == RPC_INVALID_PARAMETER
+                            and self._batch > OLD_ANNOUNCE_BATCH):
+                        log.info("the node takes at most %d tickets per announcement",
+                                 OLD_ANNOUNCE_BATCH)
+                        self._batch = OLD_ANNOUNCE_BATCH
+                        continue
                     log.info("cheat watch: announcing %d tickets failed, retrying: %s",
                              len(batch), exc)
-                    self._queue.extendleft(reversed([(eid, t) for t in batch]))
                     await trio.sleep(RETRY_SECONDS)
                     continue
                 self.announced += len(batch)
