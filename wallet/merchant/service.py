@@ -117,17 +117,20 @@ def check_ticket(params: ChainParams, escrow: EscrowState | None, merchant: byte
 
 
 class _RoundCache:
-    """Step 5 verdicts and store schedules of one request, per (escrow, round).
+    """SPEC §4.1 verdicts and store schedules of one request, per (escrow, round).
 
     Everything ``check_schedule`` and a ``NewTicket`` need of a seqno depends only on its
-    round ``seqno // tkt_rate`` (its group is a function of the round), so a request of
-    10 000 tickets computes them a handful of times instead of 10 000.
+    round ``seqno // tkt_rate`` (its group is a function of the round), and steps 1-2
+    only on the escrow and merchant index, so a request of 10 000 tickets computes them a
+    handful of times instead of 10 000 (``check``, ``record``).
     """
 
-    def __init__(self, params: ChainParams, t: int) -> None:
+    def __init__(self, params: ChainParams, t: int, merchant: bytes) -> None:
         self.params = params
         self.t = t
+        self.merchant = merchant  # this merchant's 32-byte key
         self._rounds: dict[tuple[int, int], tuple[str | None, int, int, int, int]] = {}
+        self._verdicts: dict[tuple[int, int, int], str | None] = {}
 
     def _get(self, escrow: EscrowState, seqno: int) -> tuple[str | None, int, int, int, int]:
         key = (id(escrow), seqno // escrow.tkt_rate)  # the request holds each escrow
@@ -145,6 +148,22 @@ class _RoundCache:
         """``check_schedule`` at this request's ``params`` and ``t`` (the arguments are
         the ones ``check_ticket`` passes, the same for the whole request)."""
         return self._get(escrow, seqno)[0]
+
+    def check(self, escrow: EscrowState | None, ticket: TicketFields,
+              accepted_before: bool) -> str | None:
+        """``check_ticket`` of this request's merchant and ``t``. A ticket not stored and
+        with ``seqno < N`` (nearly all) gets the verdict of its (escrow, merchant index,
+        round): steps 1, 2 and 5 depend on nothing else, so it is computed once each."""
+        if accepted_before or escrow is None or ticket.seqno >= escrow.N:
+            return check_ticket(self.params, escrow, self.merchant, ticket, self.t,
+                                accepted_before, self.schedule)
+        key = (id(escrow), ticket.merchant_index, ticket.seqno // escrow.tkt_rate)
+        try:
+            return self._verdicts[key]
+        except KeyError:
+            verdict = self._verdicts[key] = check_ticket(
+                self.params, escrow, self.merchant, ticket, self.t, False, self.schedule)
+            return verdict
 
     def record(self, escrow: EscrowState, ticket: TicketFields, raw: bytes) -> NewTicket:
         """The store record of an acceptable ticket (SPEC §3.2 schedule)."""
@@ -310,8 +329,9 @@ class MerchantService:
         stored_before = self._stored
         escrows = await self._escrows(parsed)
         stored = await trio.to_thread.run_sync(self._stored_among, parsed, escrows)
-        rounds = _RoundCache(params, t)
+        rounds = _RoundCache(params, t, self.merchant_pubkey)
         latest = [t]  # the tip once more, read while the signatures are checked
+        rows: list[tuple[bytes, bytes, bytes]] = []  # candidates' store rows, made meanwhile
         async with trio.open_nursery() as nursery:
             batch = _Batch(self._verifier, self._view.genesis_hash, len(parsed), nursery)
             for i, ticket in enumerate(parsed):
@@ -325,8 +345,8 @@ class MerchantService:
                     rejected[i] = "unknown-escrow"
                     continue
                 escrow = escrows[eid]
-                reason = check_ticket(params, escrow, self.merchant_pubkey, ticket, t,
-                                      (eid, ticket.seqno) in stored, rounds.schedule)
+                reason = rounds.check(escrow, ticket,
+                                      bool(stored) and (eid, ticket.seqno) in stored)
                 if self._terms is not None and reason not in CHECKED_BEFORE_TERMS:
                     unmet = self._terms.unmet(eid, escrow)  # after steps 1-2, before 3-6
                     if unmet is not None:
@@ -347,11 +367,12 @@ class MerchantService:
             batch.flush()
             if candidates:
                 nursery.start_soon(self._height_now, t, latest)
+                nursery.start_soon(self._encode, candidates, rows)
         verdict = {c.index: bool(v) for c, v in zip(batch.sent, batch.valid)}
         await self._keep_evidence(out_of_range, [verdict[c.index] for c in out_of_range])
         accepted = await self._accept(params, candidates,
                                       [verdict[c.index] for c in candidates], t, latest[0],
-                                      stored_before, rejected)
+                                      stored_before, rejected, rows)
         if self.cheatwatch is not None:  # a duplicate in our own store may prove cheating
             dupes = [(body[i * TICKET_SIZE:(i + 1) * TICKET_SIZE], escrows[parsed[i].escrow_id])
                      for i, reason in rejected.items() if reason == "duplicate-ticket"]
@@ -404,11 +425,19 @@ class MerchantService:
         except NodeError as exc:
             log.info("height refresh failed, keeping the request's snapshot: %s", exc)
 
+    async def _encode(self, candidates: list[_Candidate],
+                      rows: list[tuple[bytes, bytes, bytes]]) -> None:
+        """Fill ``rows`` with the candidates' store rows (``TicketStore.encode_tickets``)
+        in a thread, while the worker processes check signatures."""
+        rows[:] = await trio.to_thread.run_sync(self._store.encode_tickets,
+                                                [c.new for c in candidates])
+
     async def _accept(self, params: ChainParams, candidates: list[_Candidate],
                       valid: list[bool], t: int, now: int, stored_before: int,
-                      rejected: dict[int, str]) -> int:
+                      rejected: dict[int, str], rows: list[tuple[bytes, bytes, bytes]]) -> int:
         """Phase 3: final duplicate/round/draw checks at height ``now`` (read again while
-        the signatures were checked), then one synced write; the count.
+        the signatures were checked), then one synced write of the accepted candidates'
+        ``rows`` (one per candidate); the count.
 
         The store is asked again only if another request stored tickets since this one
         looked (``stored_before``), and the schedule only if the best height moved.
@@ -416,6 +445,7 @@ class MerchantService:
         async with self._accept_lock:
             recheck_store = self._stored != stored_before
             new: list[NewTicket] = []
+            kept: list[tuple[bytes, bytes, bytes]] = []  # their rows
             taken: set[tuple[bytes, int]] = set()
             for n, (cand, ok) in enumerate(zip(candidates, valid)):
                 if n % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
@@ -433,9 +463,10 @@ class MerchantService:
                     continue
                 taken.add(key)
                 new.append(cand.new)
+                kept.append(rows[n])
             if new:
                 try:
-                    await trio.to_thread.run_sync(self._store.add_tickets, new)
+                    await trio.to_thread.run_sync(self._store.add_tickets, new, kept)
                 finally:
                     self._stored += 1
                 if self.cheatwatch is not None:  # announced to the other merchants

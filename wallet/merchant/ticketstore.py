@@ -234,11 +234,27 @@ class TicketStore(LevelDBStore):
 
     # --- writes ----------------------------------------------------------------------
 
-    def add_tickets(self, tickets: Sequence[NewTicket]) -> None:
+    @staticmethod
+    def encode_tickets(tickets: Sequence[NewTicket]) -> list[tuple[bytes, bytes, bytes]]:
+        """The rows ``add_tickets`` writes for each ticket: ``(ticket key, record,
+        open-index key)``. Reads nothing, so the merchant service computes them in a
+        thread while the signatures are checked (its answer waits only for the write)."""
+        pack = msgpack.Packer(use_bin_type=True).pack
+        rows = []
+        for new in tickets:
+            tail = new.escrow_id + new.group.to_bytes(8, "big") + new.seqno.to_bytes(8, "big")
+            rows.append((_TICKET + tail[:_ID] + tail[_ID + 8:], pack(
+                [new.merchant_index, new.round, new.group, HELD, new.ticket, None, ""]),
+                _OPEN + tail))
+        return rows
+
+    def add_tickets(self, tickets: Sequence[NewTicket],
+                    rows: Sequence[tuple[bytes, bytes, bytes]] | None = None) -> None:
         """Record accepted tickets as ``held`` in one synced write batch (SPEC §4.1, §13).
 
-        Raises ``ValueError`` (writing nothing) if any ``(escrow_id, seqno)`` is already
-        stored or appears twice in ``tickets``.
+        ``rows`` are ``encode_tickets(tickets)`` when computed ahead. Raises
+        ``ValueError`` (writing nothing) if any ``(escrow_id, seqno)`` is already stored
+        or appears twice in ``tickets``.
         """
         pack = msgpack.Packer(use_bin_type=True).pack
         by_escrow: dict[bytes, list[int]] = {}
@@ -252,21 +268,18 @@ class TicketStore(LevelDBStore):
                     stored = {s for s in seqnos if s in seen or seen.add(s)}
                 if stored:
                     raise ValueError(f"ticket {escrow_id.hex()}/{min(stored)} already stored")
-            held: dict[bytes, int] = {}
-            groups: dict[bytes, tuple[int, int]] = {}
+            if rows is None:
+                rows = self.encode_tickets(tickets)
+            groups = {(new.escrow_id, new.group): (new.t_draw, new.t_expire) for new in tickets}
             with self._db.write_batch(sync=True, transaction=True) as batch:
                 put = batch.put
-                for new in tickets:
-                    eid, seq = new.escrow_id, new.seqno.to_bytes(8, "big")
-                    grp = new.group.to_bytes(8, "big")
-                    put(_TICKET + eid + seq, pack(
-                        [new.merchant_index, new.round, new.group, HELD, new.ticket, None, ""]))
-                    put(_OPEN + eid + grp + seq, b"")
-                    groups[_GROUP + eid + grp] = (new.t_draw, new.t_expire)
-                    held[eid] = held.get(eid, 0) + 1
-                for key, times in groups.items():
-                    put(key, pack(list(times)))
-                self._write_summaries(batch, {eid: {HELD: n} for eid, n in held.items()})
+                for ticket_key, record, open_key in rows:
+                    put(ticket_key, record)
+                    put(open_key, b"")
+                for (eid, group), times in groups.items():
+                    put(_GROUP + eid + _u64(group), pack(list(times)))
+                self._write_summaries(batch, {eid: {HELD: len(seqnos)}
+                                              for eid, seqnos in by_escrow.items()})
 
     def set_status(self, changes: Iterable[tuple[bytes, int, str, str]]) -> None:
         """Move tickets to new statuses in one synced batch.
