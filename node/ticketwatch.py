@@ -50,6 +50,7 @@ WATCH_MIN_INTERVAL = 1.0  # seconds between two `watch` messages to one peer
 TICK_SECONDS = 0.25  # how often subscriptions are re-advertised when they changed
 INLINE_VERIFY = 32  # batches up to this many signatures are checked in the trio thread
 MAX_WAIT_SECONDS = 600.0  # longest `waitforconflicts` wait (also for "no timeout")
+CHECKPOINT_EVERY = 1000  # tickets of one announcement handled between event-loop checkpoints
 
 _HEAD = struct.Struct(">BH32sQ")  # SPEC §4 bytes 0..42: version, merchant_index, escrow_id, seqno
 
@@ -308,7 +309,9 @@ class TicketWatch:
         seen = self._seen.get(escrow_id, {})
         merchants = len(escrow.merchants)
         head = _HEAD.unpack_from
-        for raw in tickets:  # up to MAX_TKTANN_TICKETS: one struct call per ticket
+        for i, raw in enumerate(tickets):  # one struct call per ticket
+            if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await trio.lowlevel.checkpoint()  # RPC and peers between slices
             if len(raw) != TICKET_SIZE:
                 result.invalid += 1
                 continue
@@ -330,7 +333,9 @@ class TicketWatch:
         valid = await self._verify(escrow, fresh) if check else [True] * len(fresh)
         relay: list[bytes] = []
         unverified: list[tuple[bytes, int, int]] = []
-        for (seqno, mi, raw), ok in zip(fresh, valid):
+        for i, ((seqno, mi, raw), ok) in enumerate(zip(fresh, valid)):
+            if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await trio.lowlevel.checkpoint()  # _record re-checks what others added
             if not ok:
                 result.invalid += 1
                 continue
