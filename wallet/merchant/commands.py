@@ -34,6 +34,11 @@ STATUS_TIMEOUT = 5.0  # seconds to wait for a running service's /v1/status
 # The node's value (node/main.py); restated because the wallet does not import the node
 # (DESIGN "Layers", "Garbage collection").
 GC_YOUNG_THRESHOLD = 50_000
+# The event loop's Python work (parsing and checking up to 10 000 tickets) holds the GIL;
+# the worker pool's manager and feeder threads that hand a chunk to a worker process wait
+# for it up to one switch interval each (5 ms by default). 1 ms keeps the first chunk of
+# a request from idling the workers for ~10 ms (DESIGN "Worker processes").
+SWITCH_INTERVAL = 0.001
 COUNT_NAMES = ("held", "winning", "redeemed", "expired", "losing", "failed", "evidence")
 
 
@@ -169,6 +174,7 @@ def merchant_serve(wallet: WalletContext, name: str, host: str, port: int, fee: 
     # some 50 000 objects; start-up's objects are never scanned again.
     gc.set_threshold(GC_YOUNG_THRESHOLD)
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         trio.run(_serve, seed, pubkey, directory / "store", rpc, host, port, fee, workers,
                  service_file, name, listening,
