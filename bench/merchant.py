@@ -102,20 +102,37 @@ class Merchant:
             self.proc.wait(timeout=10)
 
 
-def post_bodies(url: str, bodies: list[bytes], reference: bool = False
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far, its own threads only (not its
+    children), from ``/proc/PID/stat``; ``None`` where there is no such file."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def post_bodies(url: str, bodies: list[bytes], reference: bool = False,
+                watch: tuple[int, ...] = (), cpu: list[float] | None = None
                 ) -> list[tuple[float, float]]:
     """POST each body; per request ``(accepted tickets per second, reference)`` where the
     reference is ``raw_verify_rate`` of as many signatures measured just before it (0 when
-    not ``reference``): on a shared machine the load changes from one second to the next."""
+    not ``reference``): on a shared machine the load changes from one second to the next.
+    With ``watch`` (process ids) and ``cpu``, appends to ``cpu`` the CPU seconds those
+    processes used during each request (measured outside the reference)."""
     connections = HttpConnections(url + "/v1/tickets", 120)
     rates = []
     try:
         for body in bodies:
             ref = raw_verify_rate(len(body) // 107) if reference else 0.0
+            before = [cpu_seconds(pid) for pid in watch]
             start = time.perf_counter()
             status, content = connections.post(
                 body, {"Content-Type": "application/octet-stream"})
             elapsed = time.perf_counter() - start
+            after = [cpu_seconds(pid) for pid in watch]
+            if cpu is not None and None not in before + after:
+                cpu.append(sum(after) - sum(before))
             reply = json.loads(content)
             if status != 200 or reply["rejected"]:
                 raise RuntimeError(f"merchant answered {status}: {str(reply)[:300]}")
@@ -132,6 +149,21 @@ def report(name: str, pairs: list[tuple[float, float]]) -> None:
     ratio = statistics.median(f / r for f, r in pairs)
     print(f"{name:<38} {figure:>12,.0f}/s   {'libsodium crypto_sign_open':<30} "
           f"{reference:>12,.0f}/s   ratio {ratio:5.2f}")
+
+
+def _budget(workers: int, cpu: list[float], reference: float) -> None:
+    """The CPU beside the signatures: the service process's own (HTTP, parsing, checks,
+    the store's synced write, announcements to the node) and the node's (recording those
+    announcements for the cheat watch), per request. They share the machine's cores with
+    the worker processes, so with perfect overlap a request takes at least its signatures
+    spread over ``workers`` processes plus that CPU spread over the cores."""
+    cores = os.cpu_count() or 1
+    other = statistics.median(cpu)
+    sig_wall = BODY_TICKETS / (min(workers, cores) * reference)
+    bound = BODY_TICKETS / (sig_wall + other / cores) / reference
+    print(f"  (--workers {workers}: service + node CPU beside the signatures "
+          f"{other * 1e3:.0f} ms per {BODY_TICKETS}-ticket request; with perfect overlap "
+          f"on {cores} cores at most ratio {bound:.2f})")
 
 
 def run_all(seconds: float = 1.0) -> None:
@@ -178,8 +210,12 @@ def _run(devnet: Devnet, node) -> None:
         merchant = Merchant(devnet, node.datadir, name, workers)
         try:
             post_bodies(merchant.url, posts[:1])  # warm-up: caches, page cache, workers
-            report(f"service, --workers {workers}",
-                   post_bodies(merchant.url, posts[1:], reference=True))
+            cpu: list[float] = []
+            pairs = post_bodies(merchant.url, posts[1:], reference=True,
+                                watch=(merchant.proc.pid, node.pid), cpu=cpu)
+            report(f"service, --workers {workers}", pairs)
+            if workers > 1 and cpu:
+                _budget(workers, cpu, statistics.median(r for _, r in pairs))
             if workers == 1:
                 for count in ISSUE_COUNTS:
                     runs = []
