@@ -39,6 +39,7 @@ RPC_THREADS = 4  # worker threads running RPC calls at once
 WAIT_SECONDS = 10.0  # longest one ``waitfornewblock`` call (a fresh call follows)
 FALLBACK_POLL = 0.5  # seconds slept instead when the node has no ``waitfornewblock``
 METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0: an older node without the waiting RPCs
+RPC_INVALID_PARAMETER = -8  # the node's code for an argument with a bad value (node.jsonrpc)
 HASH_SIZE = 32
 
 

@@ -47,8 +47,8 @@ from consensus.escrow import EscrowState
 from consensus.keys import public_key
 from consensus.ticket import TICKET_SIZE, Ticket, verify_ticket_signature
 from consensus.tx import make_cheat_proof
-from wallet.merchant.chainview import (METHOD_NOT_FOUND, ChainView, NodeError, NodeRejected,
-                                       call_rpc)
+from wallet.merchant.chainview import (METHOD_NOT_FOUND, RPC_INVALID_PARAMETER, ChainView,
+                                       NodeError, NodeRejected, call_rpc)
 from wallet.merchant.ticketstore import EVIDENCE_OUT_OF_RANGE, NewTicket, TicketStore
 from wallet.rpcclient import RpcClient
 
@@ -59,9 +59,10 @@ PENDING, SENT, CONFIRMED, MOOT, FAILED = "pending", "sent", "confirmed", "moot",
 FINAL = frozenset({CONFIRMED, MOOT, FAILED})
 LEASE_SECONDS = 600  # watchescrow lease...
 RENEW_SECONDS = 200.0  # ...renewed this often
-ANNOUNCE_BATCH = 10_000  # tickets per announcetickets call (the node's limit)
+# Tickets per announcetickets call: the node's MAX_ANNOUNCE_TICKETS (node/rpc_watch.py), one
+# SPEC §13 request's worth; restated because the wallet does not import the node.
+ANNOUNCE_BATCH = 10_000
 OLD_ANNOUNCE_BATCH = 1000  # the limit of nodes before 2026-12: used if a node refuses more
-RPC_INVALID_PARAMETER = -8  # the node's error code for a bad argument value (node.jsonrpc)
 MAX_QUEUED = 100_000  # accepted tickets waiting to be announced (oldest dropped beyond)
 MAX_OWN_CHECKS = 64  # duplicate-ticket rejections of one request checked for a proof
 CONFLICT_WAIT = 10.0  # seconds of one waitforconflicts long poll

@@ -254,8 +254,10 @@ class TicketStore(LevelDBStore):
 
         ``rows`` are ``encode_tickets(tickets)`` when computed ahead. Raises
         ``ValueError`` (writing nothing) if any ``(escrow_id, seqno)`` is already stored
-        or appears twice in ``tickets``.
+        or appears twice in ``tickets``, or if ``rows`` has not one row per ticket.
         """
+        if rows is not None and len(rows) != len(tickets):
+            raise ValueError(f"{len(rows)} rows for {len(tickets)} tickets")
         pack = msgpack.Packer(use_bin_type=True).pack
         by_escrow: dict[bytes, list[int]] = {}
         for new in tickets:
